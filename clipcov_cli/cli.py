@@ -49,10 +49,11 @@ def _root(
 
 
 def _register_commands() -> None:
-    # One line per command, in pipeline order.
-    from clipcov_cli.commands import download  # noqa: F401
+    # One import and one register() call per command, in pipeline order.
+    from clipcov_cli import commands
 
-    download.register(app)
+    for module in commands.ordered():
+        module.register(app)
 
 
 _register_commands()
