@@ -1,0 +1,56 @@
+"""`clipcov download`: parse options, build a DownloadConfig, run, print the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from clipcov_cli.utils.console import err_console
+
+EPILOG = """\
+Examples:\n\n
+  clipcov download Train_GCC-training.tsv --recipe cc3m --out cc3m/\n\n
+  clipcov download cc12m.tsv --recipe cc12m --out cc12m/ --processes 16 --threads 64\n\n
+  clipcov download urls.parquet --url-col URL --caption-col TEXT --out data/ --image-size 224\n\n
+  clipcov download urls.parquet --out data/ --retry-failed     # re-download only the failures\n\n
+Re-running the same command resumes: finished shards are skipped.
+"""
+
+
+def download(
+    url_list: Path = typer.Argument(..., help="URL list: .tsv, .csv, .txt (optionally .gz) or .parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder (WebDataset shards)."),
+    recipe: Optional[str] = typer.Option(None, help="Preset: cc3m, cc12m, or a recipe YAML file."),
+    input_format: Optional[str] = typer.Option(None, help="tsv, csv, txt, parquet (default: from the extension)."),
+    url_col: Optional[str] = typer.Option(None, help="Column holding the image URL [default: url]."),
+    caption_col: Optional[str] = typer.Option(None, help="Column holding the caption [default: caption]."),
+    extra_col: Optional[List[str]] = typer.Option(None, "--extra-col", help="Extra column to keep (repeatable)."),
+    image_size: Optional[int] = typer.Option(None, help="Resize target in pixels [default: 256]."),
+    resize_mode: Optional[str] = typer.Option(None, help="no, border, keep_ratio, keep_ratio_largest, center_crop [default: border]."),
+    processes: Optional[int] = typer.Option(None, help="Download processes [default: 1]."),
+    threads: Optional[int] = typer.Option(None, help="Threads per process [default: 16]."),
+    shard_size: Optional[int] = typer.Option(None, help="Samples per shard [default: 10000]."),
+    retries: Optional[int] = typer.Option(None, help="Retries per URL [default: 0]."),
+    timeout: Optional[int] = typer.Option(None, help="Seconds before a URL times out [default: 10]."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-download only failed samples, into new shards."),
+) -> None:
+    """Download a URL+caption list into WebDataset shards (img2dataset), resumably."""
+    from clipcov_cli.download import DownloadConfig, load_recipe, run_download, summary_table
+
+    settings = load_recipe(recipe) if recipe else {}
+    cfg = DownloadConfig(url_list=url_list, out_dir=out, **settings).with_overrides(
+        input_format=input_format, url_col=url_col, caption_col=caption_col,
+        extra_cols=tuple(extra_col) if extra_col else None, image_size=image_size, resize_mode=resize_mode,
+        processes=processes, threads=threads, shard_size=shard_size, retries=retries, timeout=timeout,
+        retry_failed=retry_failed or None,
+    )
+    with err_console.status(f"downloading {url_list.name} into {out} ..."):
+        summary = run_download(cfg, echo=lambda m: err_console.print(m, highlight=False))
+    err_console.print(summary_table(summary))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("download", help="Download a URL+caption list (tsv/csv/parquet) into WebDataset shards via img2dataset.",
+                epilog=EPILOG, short_help="URL list -> WebDataset shards (img2dataset). e.g. clipcov download cc3m.tsv --recipe cc3m --out cc3m/")(download)

@@ -1,0 +1,143 @@
+"""Run img2dataset in-process on a validated URL list; resume, retry failures, check completeness."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clipcov_cli.download.config import DownloadConfig
+from clipcov_cli.download.inputs import INPUT_DIR, UrlList, prepare, validate
+from clipcov_cli.download.summary import DownloadSummary, done_shards, summarize
+from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.utils.atomic import atomic_path
+
+RETRIED_FILE = "retried_keys.parquet"
+
+
+@contextlib.contextmanager
+def _stdout_to(logf):
+    """Send stdout (file descriptor 1, inherited by img2dataset's worker processes) to the log, so
+    that clipcov's own stdout stays clean for pipelines; progress bars stay on stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(logf.fileno(), 1)
+    try:
+        with contextlib.redirect_stdout(logf):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log: Path) -> None:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import img2dataset
+
+    with open(log, "a") as logf, _stdout_to(logf):
+        try:
+            img2dataset.download(
+                url_list=str(urls.path), input_format="parquet", url_col=urls.url_col, caption_col=urls.caption_col,
+                save_additional_columns=list(urls.extra_cols) or None, output_folder=str(cfg.out_dir),
+                output_format="webdataset", image_size=cfg.image_size, resize_mode=cfg.resize_mode,
+                processes_count=cfg.processes, thread_count=cfg.threads, number_sample_per_shard=cfg.shard_size,
+                retries=cfg.retries, timeout=cfg.timeout, incremental_mode=incremental_mode, enable_wandb=False,
+                max_shard_retry=1, oom_shard_count=5,
+            )
+        except SystemExit as exc:  # img2dataset's SIGINT handler exits 0: that is an interruption
+            raise KeyboardInterrupt from exc
+
+
+def _failed_rows(cfg: DownloadConfig, already: set[str]) -> pa.Table:
+    """Rows of every completed shard whose status is a failure, not retried before."""
+    cols = ["key", "url"] + (["caption"] if cfg.caption_col else []) + list(cfg.extra_cols)
+    tables = []
+    for shard in done_shards(cfg.out_dir):
+        t = pq.read_table(cfg.out_dir / f"{shard:05d}.parquet")
+        t = t.filter(pa.compute.not_equal(t["status"], "success"))
+        if t.num_rows:
+            tables.append(t.select([c for c in cols if c in t.column_names]))
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in cols})
+    table = pa.concat_tables(tables, promote_options="default")
+    keep = [k not in already for k in table["key"].to_pylist()]
+    return table.filter(pa.array(keep))
+
+
+def _retried_keys(cfg: DownloadConfig) -> set[str]:
+    path = cfg.out_dir / INPUT_DIR / RETRIED_FILE
+    return set(pq.read_table(path)["key"].to_pylist()) if path.exists() else set()
+
+
+def _prepare_retry(cfg: DownloadConfig) -> UrlList | None:
+    already = _retried_keys(cfg)
+    failed = _failed_rows(cfg, already)
+    if failed.num_rows == 0:
+        return None
+    work = cfg.out_dir / INPUT_DIR
+    n = len(list(work.glob("retry_*.parquet")))
+    retry = failed.rename_columns([{"url": cfg.url_col, "caption": cfg.caption_col or "caption"}.get(c, c)
+                                   for c in failed.column_names])
+    path = work / f"retry_{n:03d}.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(retry.drop(["key"]), tmp)
+    keys = pa.table({"key": pa.array(sorted(already | set(failed["key"].to_pylist())), pa.string())})
+    with atomic_path(work / RETRIED_FILE) as tmp:
+        pq.write_table(keys, tmp)
+    return UrlList(path, failed.num_rows, cfg.url_col, cfg.caption_col, cfg.extra_cols)
+
+
+def _expected_shards(urls: UrlList, cfg: DownloadConfig) -> int:
+    return -(-urls.rows // cfg.shard_size)
+
+
+def run_download(cfg: DownloadConfig, echo=print) -> DownloadSummary:
+    """Download ``cfg.url_list`` into ``cfg.out_dir`` as WebDataset shards; resumable.
+
+    Raises ClipcovError for bad input (nothing written) and JobFailed when shards are missing after
+    the run. ``echo`` receives one-line progress messages.
+    """
+    validate(cfg)
+    created = not cfg.out_dir.exists()
+    before = frozenset(done_shards(cfg.out_dir))
+    try:
+        urls = prepare(cfg)
+    except ClipcovError:
+        if created and cfg.out_dir.exists():
+            shutil.rmtree(cfg.out_dir)
+        raise
+    log = cfg.out_dir / INPUT_DIR / "img2dataset.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if cfg.retry_failed:
+        if not before:
+            raise ClipcovError(f"--retry-failed: {cfg.out_dir} has no completed shard to retry from")
+        retry = _prepare_retry(cfg)
+        if retry is None:
+            echo("no failed sample left to retry")
+        else:
+            echo(f"retrying {retry.rows:,} failed samples into new shards")
+            _img2dataset(cfg, retry, "extend", log)
+    else:
+        expected = _expected_shards(urls, cfg)
+        already = len([s for s in before if s < expected])
+        if already == expected:
+            echo(f"all {expected} shards already done in {cfg.out_dir}: nothing to download")
+        else:
+            if already:
+                echo(f"resuming: {already} of {expected} shards already done")
+            _img2dataset(cfg, urls, "incremental", log)
+        missing = sorted(set(range(expected)) - set(done_shards(cfg.out_dir)))
+        if missing:
+            raise JobFailed(f"{len(missing)} of {expected} shards did not complete (first: {missing[0]:05d}); "
+                            f"see {log} and re-run the same command to resume")
+    shutil.rmtree(cfg.out_dir / "_tmp", ignore_errors=True)
+    return summarize(cfg.out_dir, before, time.time() - t0, frozenset(_retried_keys(cfg)))
