@@ -7,7 +7,7 @@ import importlib
 from types import ModuleType
 
 # Pipeline order; this is also the order of `clipcov --help`.
-COMMANDS: tuple[str, ...] = ("download",)
+COMMANDS: tuple[str, ...] = ("download", "select")
 
 
 def ordered() -> list[ModuleType]:

@@ -1,0 +1,62 @@
+"""`clipcov select`: parse options, build a SelectConfig, run, report (keys to stdout on request)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from clipcov_cli.utils.console import err_console
+
+EPILOG = """\
+Examples:\n\n
+  clipcov select cc3m/ --budget 10% --out subsets/clipcov-10\n\n
+  clipcov select cc3m/embeddings --budget 300k --method clip-score --out subsets/clipscore-300k\n\n
+  clipcov select cc3m/ --budget 1.5M --method semdedup --out subsets/semdedup\n\n
+  clipcov select cc3m/ --budget 10% --dry-run                 # class histogram, nothing written\n\n
+  clipcov select cc3m/ --budget 10% --out s/ --print-keys | wc -l
+"""
+
+
+def select(
+    input: Path = typer.Argument(Path("."), help="Embeddings folder, or a dataset folder with embeddings/."),
+    budget: str = typer.Option(..., "--budget", "-b", help="A count (300k, 1.5M, 300000) or a fraction (10%)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Subset folder to write (selection.parquet, manifest.json)."),
+    method: str = typer.Option("clipcov", help="clipcov, random, clip-score, semdedup, negclip-loss."),
+    seed: int = typer.Option(0, help="Seed (random, semdedup, negclip-loss)."),
+    alpha: float = typer.Option(2.0, help="ClipCov: weight of image-caption alignment."),
+    beta: float = typer.Option(0.5, help="ClipCov: weight of caption-label agreement."),
+    gamma: float = typer.Option(1.0, help="ClipCov: weight of the center (genericity) penalty."),
+    tau: float = typer.Option(0.0, help="ClipCov: similarity threshold (below -1: no thresholding)."),
+    r_mode: str = typer.Option("auto", help="ClipCov representativeness: exact (blocked), mean (identity), auto."),
+    clusters: Optional[int] = typer.Option(None, help="semdedup: k-means clusters [default: n/1000]."),
+    iterations: int = typer.Option(20, help="semdedup: k-means iterations."),
+    batch: int = typer.Option(1024, help="negclip-loss: batch size."),
+    repeats: int = typer.Option(5, help="negclip-loss: shuffles averaged."),
+    temperature: float = typer.Option(0.01, help="negclip-loss: temperature."),
+    print_keys: bool = typer.Option(False, "--print-keys", help="Write the selected keys to stdout, one per line."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the class histogram and the budget; write nothing."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+) -> None:
+    """Select a subset at a budget with ClipCov (default) or a baseline."""
+    from clipcov_cli.select.runner import SelectConfig, run_select
+
+    params = dict(seed=seed, alpha=alpha, beta=beta, gamma=gamma, tau=tau, r_mode=r_mode, clusters=clusters,
+                  iterations=iterations, batch=batch, repeats=repeats, temperature=temperature)
+    cfg = SelectConfig(input=input, out=out, budget=budget, method=method, params=tuple(params.items()),
+                       dry_run=dry_run, overwrite=overwrite)
+    with err_console.status(f"selecting with {method} ..."):
+        result = run_select(cfg)
+    err_console.print(result.table)
+    if result.out is not None:
+        err_console.print(f"wrote {result.out}/selection.parquet and manifest.json")
+    if print_keys:
+        import sys
+
+        sys.stdout.write("".join(k + "\n" for k in result.keys))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("select", help="Select the ClipCov subset at a budget (or a baseline's).", epilog=EPILOG,
+                short_help="Choose a subset at a budget. e.g. clipcov select cc3m/ --budget 10% --out subset/")(select)

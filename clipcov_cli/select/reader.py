@@ -1,0 +1,188 @@
+"""Open an embeddings folder (contract 2, or clip-retrieval's inference output) as an EmbeddingSet.
+
+Parts are memory-mapped and, when there are several, concatenated once (in memory when small, into
+a temporary memory-mapped file otherwise), so a CC12M-size folder never needs to fit in RAM.
+Rows with NaN or zero norm are excluded (``valid=False``) and counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from clipcov_cli.errors import ClipcovError
+from clipcov_cli.select.base import EmbeddingSet
+
+IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
+_PART = re.compile(r"^img_emb_(.+)\.npy$")
+
+
+@dataclass(frozen=True)
+class EmbeddingsInfo:
+    root: Path
+    parts: tuple[str, ...]
+    meta: dict | None  # clipcov.json, None for clip-retrieval output
+    has_labels: bool
+    excluded_nan: int
+    excluded_zero: int
+    fingerprint: str
+    class_names: tuple[str, ...] | None
+
+    @property
+    def dataset_dir(self) -> str | None:
+        return (self.meta or {}).get("dataset_dir")
+
+
+def resolve_embeddings_dir(path: Path) -> Path:
+    """An embeddings folder, or a dataset folder holding one in ``embeddings/``."""
+    path = Path(path)
+    if not path.exists():
+        raise ClipcovError(f"{path} does not exist")
+    if (path / "img_emb").is_dir():
+        return path
+    if (path / "embeddings" / "img_emb").is_dir():
+        return path / "embeddings"
+    raise ClipcovError(f"{path} holds no embeddings (no img_emb/ here or in embeddings/): run `clipcov embed` first")
+
+
+def _natural(part: str):
+    return (0, int(part), part) if part.isdigit() else (1, 0, part)
+
+
+def list_parts(root: Path) -> list[str]:
+    parts = [m.group(1) for p in (root / "img_emb").iterdir() if (m := _PART.match(p.name))]
+    if not parts:
+        raise ClipcovError(f"{root}/img_emb holds no img_emb_*.npy part")
+    return sorted(parts, key=_natural)
+
+
+def _load_meta(root: Path) -> dict | None:
+    p = root / "clipcov.json"
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        raise ClipcovError(f"{p} is not valid JSON") from None
+
+
+def _npy(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise ClipcovError(f"missing {path.relative_to(path.parents[1])}: the embeddings folder is incomplete")
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise ClipcovError(f"cannot read {path}: {exc}") from None
+    if arr.ndim != 2:
+        raise ClipcovError(f"{path} is not a 2-D array of embeddings")
+    return arr
+
+
+def _concat(arrays: list[np.ndarray], tmpdir: list) -> np.ndarray:
+    if len(arrays) == 1:
+        return arrays[0]
+    n, d = sum(a.shape[0] for a in arrays), arrays[0].shape[1]
+    dtype = np.result_type(*arrays)
+    if n * d * dtype.itemsize <= IN_MEMORY_BYTES:
+        return np.concatenate(arrays)
+    if not tmpdir:
+        tmpdir.append(tempfile.TemporaryDirectory(prefix="clipcov-select-"))
+    out = np.lib.format.open_memmap(Path(tmpdir[0].name) / f"cat{len(list(Path(tmpdir[0].name).iterdir()))}.npy",
+                                    mode="w+", dtype=dtype, shape=(n, d))
+    s = 0
+    for a in arrays:
+        for c in range(0, a.shape[0], 1 << 16):
+            block = a[c: c + (1 << 16)]
+            out[s + c: s + c + len(block)] = block
+        s += a.shape[0]
+    out.flush()
+    return out
+
+
+def _valid_rows(img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, int, int]:
+    valid = np.ones(img.shape[0], bool)
+    nan = zero = 0
+    for s in range(0, img.shape[0], 1 << 16):
+        a = np.asarray(img[s: s + (1 << 16)], np.float32)
+        b = np.asarray(txt[s: s + (1 << 16)], np.float32)
+        isnan = ~(np.isfinite(a).all(1) & np.isfinite(b).all(1))
+        iszero = ~isnan & ((np.abs(a).sum(1) == 0) | (np.abs(b).sum(1) == 0))
+        valid[s: s + len(a)] = ~(isnan | iszero)
+        nan += int(isnan.sum())
+        zero += int(iszero.sum())
+    return valid, nan, zero
+
+
+def _fingerprint(root: Path, parts: list[str]) -> str:
+    """sha256 of clipcov.json and of every part file's name and size (cheap: no embedding is hashed)."""
+    h = hashlib.sha256()
+    meta = root / "clipcov.json"
+    if meta.exists():
+        h.update(meta.read_bytes())
+    for part in parts:
+        for sub, name in (("img_emb", f"img_emb_{part}.npy"), ("text_emb", f"text_emb_{part}.npy"),
+                          ("metadata", f"metadata_{part}.parquet"), ("labels", f"labels_{part}.parquet")):
+            p = root / sub / name
+            h.update(f"{sub}/{name}:{p.stat().st_size if p.exists() else -1};".encode())
+    return h.hexdigest()
+
+
+def open_embeddings(path: Path, tmpdir: list) -> tuple[EmbeddingSet, EmbeddingsInfo]:
+    """Read an embeddings folder. ``tmpdir`` (a list) receives a TemporaryDirectory the caller keeps
+    alive while the returned arrays are in use, when a temporary concatenation was needed."""
+    root = resolve_embeddings_dir(path)
+    meta = _load_meta(root)
+    if meta is not None and meta.get("complete") is False:
+        raise ClipcovError(f"{root} is incomplete ({len(meta.get('parts_done', []))} of {len(meta.get('parts', []))} parts): "
+                           "re-run `clipcov embed` to finish it")
+    parts = list_parts(root)
+    imgs, txts, keys, labels, sims = [], [], [], [], []
+    has_labels = (root / "labels").is_dir()
+    for part in parts:
+        img = _npy(root / "img_emb" / f"img_emb_{part}.npy")
+        txt = _npy(root / "text_emb" / f"text_emb_{part}.npy")
+        mpath = root / "metadata" / f"metadata_{part}.parquet"
+        if not mpath.exists():
+            raise ClipcovError(f"missing metadata/metadata_{part}.parquet: the embeddings folder is incomplete")
+        cols = pq.read_schema(mpath).names
+        key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
+        n_meta = pq.ParquetFile(mpath).metadata.num_rows
+        if not (img.shape[0] == txt.shape[0] == n_meta):
+            raise ClipcovError(f"part {part}: row counts differ (image {img.shape[0]}, text {txt.shape[0]}, metadata {n_meta})")
+        if img.shape[1] != txt.shape[1] or (imgs and img.shape[1] != imgs[0].shape[1]):
+            raise ClipcovError(f"part {part}: embedding dimensions differ ({img.shape[1]} vs {txt.shape[1]})")
+        k = (pq.read_table(mpath, columns=[key_col])[key_col].to_numpy(zero_copy_only=False).astype(str)
+             if key_col else np.array([f"{part}:{i}" for i in range(n_meta)]))
+        imgs.append(img), txts.append(txt), keys.append(k)
+        lpath = root / "labels" / f"labels_{part}.parquet"
+        if has_labels and lpath.exists():
+            lt = pq.read_table(lpath, columns=["key", "pseudo_label", "label_sim"])
+            if lt.num_rows != n_meta or lt["key"].to_numpy(zero_copy_only=False).astype(str).tolist() != k.tolist():
+                raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; re-run `clipcov embed --relabel`")
+            labels.append(lt["pseudo_label"].to_numpy().astype(np.int64))
+            sims.append(lt["label_sim"].to_numpy().astype(np.float32))
+        else:
+            has_labels = False
+    all_keys = np.concatenate(keys)
+    uniq, counts = np.unique(all_keys, return_counts=True)
+    if len(uniq) != len(all_keys):
+        raise ClipcovError(f"duplicate keys in the embeddings folder ({int((counts > 1).sum())} keys, e.g. {uniq[counts > 1][0]!r})")
+    img, txt = _concat(imgs, tmpdir), _concat(txts, tmpdir)
+    valid, nan, zero = _valid_rows(img, txt)
+    class_names = tuple(((meta or {}).get("classes") or {}).get("names") or ()) or None
+    num_classes = ((meta or {}).get("classes") or {}).get("count")
+    emb = EmbeddingSet(img=img, txt=txt, keys=all_keys, valid=valid,
+                       pseudo_label=np.concatenate(labels) if has_labels else None,
+                       label_sim=np.concatenate(sims) if has_labels else None,
+                       num_classes=num_classes)
+    info = EmbeddingsInfo(root=root.resolve(), parts=tuple(parts), meta=meta, has_labels=has_labels,
+                          excluded_nan=nan, excluded_zero=zero, fingerprint=_fingerprint(root, parts),
+                          class_names=class_names)
+    return emb, info

@@ -1,0 +1,93 @@
+"""`select` orchestration: read embeddings, run one method, write the subset, summarize."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from rich.table import Table
+
+from clipcov_cli import __version__
+from clipcov_cli.errors import ClipcovError
+from clipcov_cli.select.base import EmbeddingSet, Selection
+from clipcov_cli.select.methods import METHODS, make_selector
+from clipcov_cli.select.reader import open_embeddings
+from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
+from clipcov_cli.select.writer import selection_table, write_subset
+from clipcov_cli.utils.budget import parse_budget
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    input: Path
+    out: Path | None
+    budget: str
+    method: str = "clipcov"
+    params: tuple[tuple[str, object], ...] = ()  # the method's parameters (name, value)
+    dry_run: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class SelectResult:
+    keys: list[str]
+    table: Table
+    out: Path | None
+    manifest: dict = field(default_factory=dict)
+
+
+def _check(cfg: SelectConfig) -> None:
+    if cfg.method not in METHODS:
+        raise ClipcovError(f"unknown method {cfg.method!r}: use one of {', '.join(METHODS)}")
+    if not cfg.dry_run:
+        if cfg.out is None:
+            raise ClipcovError("--out is required (or use --dry-run)")
+        if cfg.out.exists() and not cfg.overwrite:
+            raise ClipcovError(f"{cfg.out} exists: choose another --out or pass --overwrite")
+
+
+def run_select(cfg: SelectConfig) -> SelectResult:
+    t0 = time.time()
+    _check(cfg)
+    budget_spec = parse_budget(cfg.budget)
+    selector = make_selector(cfg.method, **dict(cfg.params))
+    keep_alive: list = []
+    emb, info = open_embeddings(cfg.input, keep_alive)
+    try:
+        if cfg.method == "clipcov" and not info.has_labels:
+            raise ClipcovError(f"{info.root} has no labels/ (clip-retrieval output?): run "
+                               f"`clipcov embed --relabel {info.root}` to add pseudo-labels, or use a baseline --method")
+        budget = budget_spec.resolve(emb.n_valid)
+        if cfg.dry_run:
+            return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names), None)
+        sel = selector.select(emb, budget)
+        _verify(emb, sel, budget)
+        before, after = class_histograms(emb, sel)
+        manifest = {
+            "method": cfg.method,
+            "params": selector.params(),
+            "notes": list(getattr(selector, "notes", [])),
+            "budget": {"asked": cfg.budget, "met": int(len(sel.indices))},
+            "source": {"dataset_dir": info.dataset_dir, "embeddings_dir": str(info.root),
+                       "fingerprint": info.fingerprint, "rows": emb.n},
+            "class_histogram": {"before": before, "after": after},
+            "excluded": {"nan": info.excluded_nan, "zero_norm": info.excluded_zero},
+            "tool_version": __version__,
+            "wall_time_s": round(time.time() - t0, 3),
+        }
+        write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
+        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
+        return SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
+    finally:
+        for tmp in keep_alive:
+            tmp.cleanup()
+
+
+def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:
+    """A method must return exactly ``budget`` distinct valid rows."""
+    idx = np.asarray(sel.indices)
+    if len(idx) != budget or len(np.unique(idx)) != budget or not emb.valid[idx].all():
+        raise RuntimeError(f"method returned {len(idx)} rows ({len(np.unique(idx))} distinct) for a budget of {budget}")

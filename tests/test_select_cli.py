@@ -1,0 +1,114 @@
+"""`clipcov select` end to end on embeddings folders written in contract 2's layout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.select_helpers import clustered, write_embeddings_folder
+
+METHODS = ["clipcov", "random", "clip-score", "semdedup", "negclip-loss"]
+
+
+def clipcov(*args, input=None):
+    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def emb_dir(tmp_path_factory):
+    V, T, labels, Z = clustered(400, 16, 5, seed=0, spread=1.0)
+    keys = np.array([f"{i:09d}" for i in range(400)])
+    sim = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels])
+    return write_embeddings_folder(tmp_path_factory.mktemp("e") / "embeddings", V, T, keys, labels, sim, parts=3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_writes_contract_3(emb_dir, tmp_path, method):
+    r = clipcov("select", emb_dir, "--budget", "10%", "--method", method, "--out", tmp_path / "s", "--print-keys")
+    assert r.returncode == 0, r.stderr
+    keys = r.stdout.splitlines()
+    assert len(keys) == 40 == len(set(keys))
+    t = pq.read_table(tmp_path / "s" / "selection.parquet").to_pandas()
+    assert t["key"].tolist() == keys and t["rank"].tolist() == list(range(40))
+    assert {"key", "rank", "gain", "pseudo_label"} <= set(t.columns)
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["method"] == method and m["budget"] == {"asked": "10%", "met": 40}
+    assert m["source"]["embeddings_dir"] == str(emb_dir.resolve()) and len(m["source"]["fingerprint"]) == 64
+    assert sum(m["class_histogram"]["after"].values()) == 40 and sum(m["class_histogram"]["before"].values()) == 400
+    assert m["format_version"] == 1 and m["tool_version"] and m["wall_time_s"] >= 0
+    if method == "clipcov":
+        assert {"r", "e", "l", "c", "a", "class"} <= set(t.columns)
+        assert m["params"] == {"alpha": 2.0, "beta": 0.5, "gamma": 1.0, "tau": 0.0, "r_mode": "auto"}
+        assert (np.diff(t["gain"]) <= 0).all()  # tau >= 0: gains only fall
+
+
+def test_dataset_folder_input_and_count_budgets(emb_dir, tmp_path):
+    r = clipcov("select", emb_dir.parent, "--budget", "25", "--method", "random", "--out", tmp_path / "s", "--print-keys")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 25
+    r = clipcov("select", emb_dir, "--budget", "10%", "--dry-run")
+    assert r.returncode == 0 and r.stdout == "" and "40" in r.stderr and "class" in r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--budget", "401"], "larger than the corpus"),
+    (["--budget", "0"], "must be positive"),
+    (["--budget", "ten"], "cannot read budget"),
+    (["--budget", "10%", "--method", "magic"], "unknown method"),
+])
+def test_bad_arguments(emb_dir, tmp_path, args, msg):
+    r = clipcov("select", emb_dir, "--out", tmp_path / "s", *args)
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def _folder(tmp_path, n=50, **kw):
+    V, T, labels, Z = clustered(n, 8, 3, seed=1, spread=1.0)
+    keys = np.array([f"{i:09d}" for i in range(n)])
+    sim = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels])
+    return V, T, keys, labels, sim
+
+
+def test_mismatched_rows_duplicate_keys_missing_labels(tmp_path):
+    V, T, keys, labels, sim = _folder(tmp_path)
+    bad = write_embeddings_folder(tmp_path / "rows", V, T, keys, labels, sim, parts=2)
+    np.save(bad / "text_emb" / "text_emb_00001.npy", T[25:49])
+    r = clipcov("select", bad, "--budget", "5", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "row counts differ" in r.stderr and not (tmp_path / "o").exists()
+    dup = write_embeddings_folder(tmp_path / "dup", V, T, np.array(["k"] * 50), labels, sim)
+    r = clipcov("select", dup, "--budget", "5", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "duplicate keys" in r.stderr
+    cr = write_embeddings_folder(tmp_path / "cr", V, T, keys, parts=1, meta=False)  # clip-retrieval layout
+    r = clipcov("select", cr, "--budget", "5", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "clipcov embed --relabel" in r.stderr
+    r = clipcov("select", cr, "--budget", "5", "--method", "clip-score", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+
+
+def test_nan_and_zero_rows_are_excluded_and_counted(tmp_path):
+    V, T, keys, labels, sim = _folder(tmp_path)
+    V = V.copy()
+    V[3] = np.nan
+    T[7] = 0
+    d = write_embeddings_folder(tmp_path / "e", V, T, keys, labels, sim)
+    r = clipcov("select", d, "--budget", "48", "--out", tmp_path / "o", "--print-keys")
+    assert r.returncode == 0, r.stderr
+    assert set(r.stdout.split()) == set(keys) - {keys[3], keys[7]}
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["excluded"] == {"nan": 1, "zero_norm": 1}
+    r = clipcov("select", d, "--budget", "49", "--out", tmp_path / "o2")
+    assert r.returncode == 2 and "larger than the corpus" in r.stderr
+
+
+def test_existing_out_needs_overwrite(emb_dir, tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "keep.txt").write_text("x")
+    r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s")
+    assert r.returncode == 2 and "--overwrite" in r.stderr and (tmp_path / "s" / "keep.txt").exists()
+    r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite")
+    assert r.returncode == 0 and not (tmp_path / "s" / "keep.txt").exists()
+    assert (tmp_path / "s" / "selection.parquet").exists()
