@@ -51,12 +51,13 @@ class ClassGreedy:
         self.red = np.zeros(self.m, np.float64)
         if self.lazy:
             self.seen = np.zeros(self.m, np.int64)
+            self.bnd = np.full(self.m, -1, np.int64)
             # keys -a_j with positions: index is ascending, so ties break by example index
             self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
             lazy_kernel.heapify(self._hk, self._hi)
             self._size = self.m
-            self._Vs = np.empty((0, V.shape[1]), np.float64)
-            self._Ts = np.empty((0, V.shape[1]), np.float64)
+            self._PV = np.zeros((1, V.shape[1]), np.float64)  # prefix sums of selected rows
+            self._PT = np.zeros((1, V.shape[1]), np.float64)
         else:
             self.taken = np.zeros(self.m, bool)
 
@@ -76,14 +77,14 @@ class ClassGreedy:
         """Compute up to ``count`` more picks (fewer if the class runs out)."""
         target = min(self.m, self._n + count)
         if self.lazy:
-            if self._Vs.shape[0] < target:  # selected members' rows, float64
-                grow = min(self.m, max(target, 2 * self._Vs.shape[0]))
-                extra = np.empty((grow - self._Vs.shape[0], self.V.shape[1]), np.float64)
-                self._Vs = np.concatenate([self._Vs, extra])
-                self._Ts = np.concatenate([self._Ts, extra])
+            if self._PV.shape[0] < target + 1:
+                grow = min(self.m, max(target, 2 * self._PV.shape[0])) + 1
+                extra = np.zeros((grow - self._PV.shape[0], self.V.shape[1]), np.float64)
+                self._PV = np.concatenate([self._PV, extra])
+                self._PT = np.concatenate([self._PT, extra])
             self._size, self._n = lazy_kernel.lazy_extend(
-                self.V, self.T, self.a, self.tau, target, self._hk, self._hi, self._size, self.seen, self.red,
-                self._Vs, self._Ts, self._picks, self._gains, self._n)
+                self.V, self.T, self.a, self.tau, target, self._hk, self._hi, self._size, self.seen, self.bnd,
+                self.red, self._PV, self._PT, self._picks, self._gains, self._n)
         else:
             while self._n < target:
                 self._step_plain()
