@@ -1,0 +1,48 @@
+"""`clipcov pretrain`: parse options, build a PretrainConfig, run open_clip_train, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from clipcov_cli.utils.console import err_console
+
+EPILOG = """\
+Examples:\n\n
+  clipcov pretrain subsets/clipcov-10 --out runs/clipcov-10 --recipe paper\n\n
+  clipcov pretrain subsets/clipcov-10 --out runs/tiny --recipe tiny -- --epochs 5 --lr 5e-4\n\n
+  clipcov pretrain /data/any-webdataset --out runs/full\n\n
+Flags after `--` go to open_clip_train unchanged (they override the recipe). Re-running the same
+command resumes from the latest checkpoint. Multi-GPU: see docs/pretrain.md (torchrun).
+"""
+
+
+def pretrain(
+    ctx: typer.Context,
+    data: Path = typer.Argument(..., help="A subset folder (exported or not), or any WebDataset folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (open_clip_train logs and checkpoints)."),
+    recipe: str = typer.Option("tiny", help="paper (RN50, 30 epochs, batch 512) or tiny (CPU, minutes)."),
+    model_config: Optional[Path] = typer.Option(None, help="A custom open_clip model config JSON to train instead."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Override the recipe's epochs."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Override the recipe's batch size."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Data loader workers (at most one per shard)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Train a CLIP from scratch on a subset with open_clip_train."""
+    from clipcov_cli.pretrain.config import PretrainConfig
+    from clipcov_cli.pretrain.recipes import get_recipe
+    from clipcov_cli.pretrain.runner import run_pretrain
+
+    cfg = PretrainConfig(data=data, out=out, recipe=get_recipe(recipe), model_config=model_config, epochs=epochs,
+                         batch_size=batch_size, workers=workers, seed=seed, device=device, extra_args=tuple(ctx.args))
+    res = run_pretrain(cfg)
+    err_console.print(f"trained on {res.samples:,} samples ({res.source}); latest checkpoint: {res.checkpoint}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain", help="Train a CLIP from scratch on a subset (open_clip_train).", epilog=EPILOG,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                short_help="Train a CLIP on a subset. e.g. clipcov pretrain subset/ --out run/")(pretrain)

@@ -1,0 +1,61 @@
+"""The one adapter to open_clip_train: builds its argv from a PretrainConfig in one place,
+registers a custom model config in this process, and calls ``open_clip_train.main.main(argv)``.
+
+open_clip_train has no flag for a custom architecture; `open_clip.add_model_config` in the same
+process makes it known by name. Extra open_clip_train flags given after `--` are appended last, so
+they override the recipe (argparse keeps the last value)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clipcov_cli.pretrain.config import PretrainConfig
+from clipcov_cli.pretrain.inputs import TrainData
+
+RUN_NAME = "clipcov"
+
+
+def build_argv(cfg: PretrainConfig, data: TrainData, device: str) -> list[str]:
+    r = cfg.recipe
+    batch = min(cfg.batch_size or r.batch_size, data.samples)
+    workers = max(1, min(cfg.workers if cfg.workers is not None else r.workers, len(data.shards)))
+    argv = [
+        "--train-data", "::".join(str(p) for p in data.shards),
+        # whole batches only: open_clip_train rounds the batch count up and would repeat samples
+        "--train-num-samples", str(data.samples // batch * batch),
+        "--dataset-type", "webdataset",
+        "--model", cfg.model_name,
+        "--batch-size", str(batch),
+        "--epochs", str(cfg.epochs or r.epochs),
+        "--lr", str(r.lr), "--wd", str(r.wd), "--warmup", str(r.warmup), "--lr-scheduler", "cosine",
+        "--workers", str(workers),
+        "--logs", str(cfg.out), "--name", RUN_NAME,
+        "--save-frequency", "1", "--resume", "latest",
+        "--zeroshot-frequency", "0", "--val-frequency", "0", "--report-to", "",
+        "--seed", str(cfg.seed), "--device", device, "--log-every-n-steps", "10",
+        "--precision", "amp" if device.startswith("cuda") else "fp32",
+    ]
+    return argv + list(cfg.extra_args)
+
+
+def run_open_clip_train(argv: list[str]) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    from open_clip_train.main import main as train_main
+
+    from clipcov_cli.models import register_model_config
+
+    register_model_config()  # built-in configs (clipcov-tiny) by name
+    import logging
+
+    try:
+        result = train_main(argv)
+    finally:  # open_clip_train sets the root logger to INFO; keep torch's exit-time chatter out
+        logging.getLogger("torch").setLevel(logging.WARNING)
+    return 0 if result is None else int(result)
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    ckpts = (run_dir / RUN_NAME / "checkpoints").glob("epoch_*.pt")
+    return sorted((p for p in ckpts if p.stem.split("_")[1].isdigit()), key=lambda p: int(p.stem.split("_")[1]))

@@ -1,0 +1,26 @@
+"""The pretrain configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcov_cli.pretrain.recipes import Recipe
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: Path
+    out: Path
+    recipe: Recipe
+    model_config: Path | None = None  # a custom architecture (JSON), registered by file stem
+    epochs: int | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def model_name(self) -> str:
+        return self.model_config.stem if self.model_config is not None else self.recipe.model

@@ -1,0 +1,50 @@
+"""`pretrain` orchestration: resolve the data, run open_clip_train once, report the checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.pretrain.adapter import build_argv, checkpoints, run_open_clip_train
+from clipcov_cli.pretrain.config import PretrainConfig
+from clipcov_cli.pretrain.inputs import resolve_input
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    run_dir: Path
+    checkpoint: Path
+    samples: int
+    source: str
+    argv: tuple[str, ...]
+
+
+def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
+    import torch
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.model_config is not None:
+        from clipcov_cli.models import register_model_config
+
+        register_model_config(cfg.model_config)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    data = resolve_input(cfg.data, cfg.out)
+    argv = build_argv(cfg, data, device)
+    code = run_open_clip_train(argv)
+    ckpts = checkpoints(cfg.out)
+    if code != 0 or not ckpts:
+        raise JobFailed(f"open_clip_train failed (exit {code}); see {cfg.out}/clipcov/out.log")
+    return PretrainResult(cfg.out, ckpts[-1], data.samples, data.source, tuple(argv))
+
+
+def training_losses(run_dir: Path) -> list[float]:
+    """Per-log-line training losses from open_clip_train's out.log."""
+    import re
+
+    log = run_dir / "clipcov" / "out.log"
+    if not log.exists():
+        raise ClipcovError(f"{log} does not exist")
+    return [float(m.group(1)) for m in re.finditer(r"Contrastive_loss: ([0-9.]+)", log.read_text())]

@@ -1,0 +1,103 @@
+"""`clipcov pretrain` (open_clip_train, tiny recipe) and `clipcov eval` on a tiny clean corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clipcov_cli.corpus import CorpusConfig, generate_corpus
+from clipcov_cli.pretrain.runner import training_losses
+
+
+def clipcov(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pe")
+    layout = generate_corpus(root / "c", CorpusConfig(n_web=60, n_classes=6, n_proxy_per_class=50, n_test_per_class=20))
+    r = clipcov("pretrain", layout.proxy_dir, "--out", root / "run", "--recipe", "tiny", "--epochs", "6",
+                "--batch-size", "50", "--device", "cpu", "--", "--lr", "2e-3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return layout, root
+
+
+def test_training_loss_decreases_and_checkpoints_exist(trained):
+    layout, root = trained
+    losses = training_losses(root / "run")
+    assert len(losses) >= 6
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    ckpts = sorted((root / "run" / "clipcov" / "checkpoints").glob("epoch_*.pt"))
+    assert [p.name for p in ckpts] == [f"epoch_{i}.pt" for i in range(1, 7)]
+    params = (root / "run" / "clipcov" / "params.txt").read_text()
+    assert "train_num_samples: 300" in params and "dataset_resampled: False" in params
+
+
+def test_zeroshot_beats_chance_and_retrieval_runs(trained):
+    layout, root = trained
+    ckpt = root / "run" / "clipcov" / "checkpoints" / "epoch_6.pt"
+    first = root / "run" / "clipcov" / "checkpoints" / "epoch_1.pt"
+    r = clipcov("eval", ckpt, first, "--task", "zeroshot", "--data", layout.test_dir, "--out", root / "ev", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((root / "ev" / "results.json").read_text())
+    top1 = {row["checkpoint"]: row["value"] for row in rows if row["metric"] == "top1"}
+    chance = 1 / 6
+    assert top1[str(ckpt.resolve())] >= chance + 0.3, top1  # clean data: well above chance
+    assert "top1" in r.stdout and "run/epoch_6" in r.stdout and "run/epoch_1" in r.stdout  # one table
+    r = clipcov("eval", ckpt, "--task", "retrieval", "--data", layout.test_dir, "--out", root / "ev", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((root / "ev" / "results.json").read_text())
+    metrics = {row["metric"] for row in rows}
+    assert {"top1", "image_to_text_R@1", "text_to_image_R@10"} <= metrics  # both runs kept
+    r10 = next(row["value"] for row in rows if row["metric"] == "image_to_text_R@10")
+    assert r10 > 10 / len(list(layout.test_dir.glob("folder/*/*.jpg")))  # above chance
+
+
+def test_eval_image_folder_layout(trained):
+    layout, root = trained
+    ckpt = root / "run" / "clipcov" / "checkpoints" / "epoch_6.pt"
+    r = clipcov("eval", ckpt, "--data", layout.test_dir / "folder", "--templates", layout.templates_path,
+                "--out", root / "ev2", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((root / "ev2" / "results.json").read_text())
+    assert next(row["value"] for row in rows if row["metric"] == "top1") >= 1 / 6 + 0.3
+
+
+def test_resume_continues_from_latest(trained):
+    layout, root = trained
+    r = clipcov("pretrain", layout.proxy_dir, "--out", root / "run", "--recipe", "tiny", "--epochs", "7",
+                "--batch-size", "50", "--device", "cpu", "--", "--lr", "2e-3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (root / "run" / "clipcov" / "out.log").read_text()
+    assert "epoch_6.pt" in log and "Start epoch 6" in log and log.count("Start epoch 0") == 1
+    assert (root / "run" / "clipcov" / "checkpoints" / "epoch_7.pt").exists()
+
+
+def test_subset_not_exported_trains_on_selected_keys_only(trained, tmp_path):
+    layout, root = trained
+    keys = pq.read_table(layout.proxy_dir / "00000.parquet").column("key").to_pylist()[::3]
+    sub = tmp_path / "subset"
+    sub.mkdir()
+    pq.write_table(pa.table({"key": keys, "rank": list(range(len(keys)))}), sub / "selection.parquet")
+    (sub / "manifest.json").write_text(json.dumps({"source": {"dataset_dir": str(layout.proxy_dir)}}))
+    r = clipcov("pretrain", sub, "--out", tmp_path / "run", "--epochs", "1", "--batch-size", "20", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "data" / "manifest.json").read_text())
+    assert m["count"] == len(keys) == 100
+    assert "train_num_samples: 100" in (tmp_path / "run" / "clipcov" / "params.txt").read_text()
+
+
+def test_bad_inputs(tmp_path):
+    r = clipcov("pretrain", tmp_path / "nope", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = clipcov("pretrain", tmp_path, "--out", tmp_path / "run", "--recipe", "huge")
+    assert r.returncode == 2 and "unknown recipe" in r.stderr
+    r = clipcov("eval", tmp_path / "x.pt", "--data", tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr
