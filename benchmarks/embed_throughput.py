@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ from clip_retrieval.clip_inference.main import main
 sys.argv = ["clip-retrieval inference"] + sys.argv[2:]
 fire.Fire(main)
 """
+CR_SAME_THREADS = "clip-retrieval, same threads"
 DEFAULT_SAMPLES = {"clipcov-tiny": 2048, "ViT-B-32": 256}
 
 
@@ -95,6 +97,8 @@ def save_weights(model: str, path: Path) -> Path:
 
 def timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> float:
     start = time.perf_counter()
+    if log is not None:
+        log.unlink(missing_ok=True)
     with open(log or os.devnull, "ab") as out:
         proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
@@ -122,6 +126,17 @@ def cr_cmd(a, shards: list[Path], out: Path, ckpt: Path, cfg: Path | None) -> li
     return [str(venv_bin / "python"), "-c", CR_WRAPPER, str(cfg)] + args
 
 
+def clipcov_loop_seconds(log: Path) -> float:
+    """The embedding loop's time from clipcov's summary ("speed  N samples/s (S s)"): after model load."""
+    found = re.findall(r"samples/s \(([\d.]+) s\)", log.read_text())
+    return float(found[-1])
+
+
+def cr_loop_seconds(out: Path) -> float:
+    """clip-retrieval's own read + inference + write time (stats/*.json total_duration): after model load and warmup."""
+    return sum(json.loads(p.read_text())["total_duration"] for p in (out / "stats").glob("*.json"))
+
+
 def decode_only(a, shards: list[Path], ckpt: Path) -> float:
     from clipcov_cli.embed.model import ModelSpec, load_model
     from clipcov_cli.embed.reader import load_batches
@@ -135,6 +150,7 @@ def decode_only(a, shards: list[Path], ckpt: Path) -> float:
 
 
 def bench_model(a, work: Path) -> dict:
+    from clipcov_cli.embed.config import model_threads
     from clipcov_cli.models import builtin_config_path
 
     root = work / a.model_name
@@ -145,20 +161,28 @@ def bench_model(a, work: Path) -> dict:
     templates.write_text("a photo of a {}.\n")
     cfg = builtin_config_path(a.model_name) if builtin_config_path(a.model_name).exists() else None
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    times: dict[str, list[float]] = {"clipcov embed": [], "clip-retrieval inference": [], "decode only": []}
+    times: dict[str, list[tuple[float, float]]] = {"clipcov embed": [], "clip-retrieval inference": [], "decode only": []}
     cr_ok = Path(a.cr_venv, "bin", "python").exists()
+    if cr_ok and a.cr_same_threads:
+        times[CR_SAME_THREADS] = []
     for r in range(a.repeats):
         if cr_ok:
             shutil.rmtree(root / "cr_out", ignore_errors=True)
-            times["clip-retrieval inference"].append(
-                timed(cr_cmd(a, shards, root / "cr_out", ckpt, cfg), env, root / "clip-retrieval.log"))
-        times["clipcov embed"].append(
-            timed(clipcov_cmd(a, root / "data", root / "emb", ckpt, classes, templates), env, root / "clipcov.log"))
-        times["decode only"].append(decode_only(a, shards, ckpt))
-        print(f"  [{a.model_name}] repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v),
-              flush=True)
+            wall = timed(cr_cmd(a, shards, root / "cr_out", ckpt, cfg), env, root / "clip-retrieval.log")
+            times["clip-retrieval inference"].append((wall, cr_loop_seconds(root / "cr_out")))
+        if CR_SAME_THREADS in times:
+            shutil.rmtree(root / "cr_out", ignore_errors=True)
+            same = {**env, "OMP_NUM_THREADS": str(model_threads(0, a.workers))}
+            wall = timed(cr_cmd(a, shards, root / "cr_out", ckpt, cfg), same, root / "clip-retrieval.log")
+            times[CR_SAME_THREADS].append((wall, cr_loop_seconds(root / "cr_out")))
+        wall = timed(clipcov_cmd(a, root / "data", root / "emb", ckpt, classes, templates), env, root / "clipcov.log")
+        times["clipcov embed"].append((wall, clipcov_loop_seconds(root / "clipcov.log")))
+        wall = decode_only(a, shards, ckpt)
+        times["decode only"].append((wall, wall))
+        print(f"  [{a.model_name}] repeat {r + 1}: " + ", ".join(
+            f"{k} {v[-1][0]:.1f}s (loop {v[-1][1]:.1f}s)" for k, v in times.items() if v), flush=True)
     check_outputs(a, root, cr_ok)
-    return {k: min(v) for k, v in times.items() if v}
+    return {k: (min(w for w, _ in v), min(s for _, s in v)) for k, v in times.items() if v}
 
 
 def _rows_by_key(folder: Path, key_col: str) -> dict[str, np.ndarray]:
@@ -185,13 +209,17 @@ def check_outputs(a, root: Path, cr_ok: bool) -> None:
 
 
 def report(model: str, n: int, best: dict) -> list[str]:
+    """Whole command (process start to exit) and loop only (after imports, model load, warmup)."""
     base = best.get("clip-retrieval inference")
-    floor = best["decode only"]
-    lines = [f"model {model}, {n} samples (256 px JPEG), best of runs:",
-             f"  {'':26s} {'wall s':>8s} {'samples/s':>10s} {'vs clip-retrieval':>18s} {'vs decode-only':>15s}"]
-    for name, wall in best.items():
-        vs_cr = f"{base / wall:.2f}x" if base else "n/a"
-        lines.append(f"  {name:26s} {wall:8.1f} {n / wall:10.1f} {vs_cr:>18s} {floor / wall:14.2f}x")
+    floor = best["decode only"][0]
+    lines = [f"model {model}, {n} samples (256 px JPEG), best of runs; 'loop' excludes imports, model load and warmup:",
+             f"  {'':26s} {'wall s':>7s} {'samples/s':>10s} {'vs c-r':>7s} {'loop s':>7s} {'loop/s':>8s} {'vs c-r':>7s}"
+             f" {'decode-only/loop':>17s}"]
+    for name, (wall, loop) in best.items():
+        vs_wall = f"{base[0] / wall:.2f}x" if base else "n/a"
+        vs_loop = f"{base[1] / loop:.2f}x" if base else "n/a"
+        lines.append(f"  {name:26s} {wall:7.1f} {n / wall:10.1f} {vs_wall:>7s} {loop:7.1f} {n / loop:8.1f} {vs_loop:>7s}"
+                     f" {floor / loop:16.2f}x")
     return lines
 
 
@@ -205,6 +233,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--cr-venv", default="/tmp/cr-venv")
     p.add_argument("--keep", type=Path, help="keep the work folder here")
+    p.add_argument("--cr-same-threads", action="store_true",
+                   help="also time clip-retrieval with OMP_NUM_THREADS set to clipcov's model thread count")
     args = p.parse_args()
     models = args.model or ["clipcov-tiny", "ViT-B-32"]
     samples = args.samples or [DEFAULT_SAMPLES.get(m, 256) for m in models]

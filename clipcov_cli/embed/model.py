@@ -9,6 +9,7 @@ weights file, so an embeddings folder records exactly which weights made it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import pickle
@@ -22,6 +23,7 @@ from clipcov_cli.errors import ClipcovError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+RANDOM_INIT = ("none", "random")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ModelSpec:
     model_config: Path | None = None
     device: str = "auto"
     precision: str = "fp32"
+    seed: int = 0  # only for ``pretrained="none"`` (random weights, e.g. benchmarks)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
@@ -42,7 +45,11 @@ class ModelSpec:
 
     @property
     def pretrained_is_path(self) -> bool:
-        return is_checkpoint_path(self.pretrained)
+        return self.pretrained.lower() not in RANDOM_INIT and is_checkpoint_path(self.pretrained)
+
+    @property
+    def random_init(self) -> bool:
+        return self.pretrained.lower() in RANDOM_INIT
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,10 +135,71 @@ def _load_file_weights(model: Any, path: Path) -> None:
         raise ClipcovError(f"cannot load checkpoint {path} into {type(model).__name__} ({first})") from None
 
 
+@contextlib.contextmanager
+def _quiet_logging():
+    """open_clip logs warnings and errors on the root logger (e.g. "No pretrained weights loaded")
+    that clipcov reports itself, in one line: silence them while the model is created."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _create(name: str, spec: ModelSpec, device: str, pretrained: str | None) -> tuple[Any, Callable]:
+    import open_clip
+
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
+    precision = "fp32" if spec.precision == "amp" else spec.precision
+    try:
+        with warnings.catch_warnings(), _quiet_logging():
+            warnings.simplefilter("ignore")
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, precision=precision, device=device,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu")), weights_only=True,
+            )
+    except RuntimeError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Failed to download" in msg:
+            raise ClipcovError(f"cannot download the {pretrained!r} weights of {name} (no network?): pass a local "
+                               "checkpoint with --pretrained PATH, or fetch them once where the hub is reachable "
+                               "(open_clip caches them under ~/.cache/huggingface)") from None
+        raise ClipcovError(f"cannot load {name} with weights {pretrained!r}: {msg[:300]}") from None
+    return model, preprocess
+
+
 def _tag_file(name: str, tag: str) -> str:
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     return download_pretrained(get_pretrained_cfg(name, tag))
+
+
+def _from_random(name: str, spec: ModelSpec, device: str) -> tuple[Any, Callable, str, str]:
+    import torch
+
+    torch.manual_seed(spec.seed)
+    model, preprocess = _create(name, spec, "cpu", None)
+    return model.to(device), preprocess, "none", f"random-init:{name}:seed{spec.seed}"
+
+
+def _from_file(name: str, spec: ModelSpec, device: str) -> tuple[Any, Callable, str, str]:
+    path = Path(spec.pretrained).expanduser().resolve()
+    if not path.is_file():
+        raise ClipcovError(f"checkpoint {spec.pretrained} does not exist")
+    model, preprocess = _create(name, spec, "cpu", None)
+    _load_file_weights(model, path)
+    return model.to(device), preprocess, str(path), file_sha256(path)
+
+
+def _from_tag(name: str, spec: ModelSpec, device: str) -> tuple[Any, Callable, str, str]:
+    import open_clip
+
+    if not open_clip.get_pretrained_cfg(name, spec.pretrained):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ClipcovError(f"{spec.pretrained!r} is neither a file nor a pretrained tag of {name} (tags: {tags})")
+    model, preprocess = _create(name, spec, device, spec.pretrained)
+    return model, preprocess, spec.pretrained, file_sha256(_tag_file(name, spec.pretrained))
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
@@ -139,30 +207,14 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     import open_clip
     import torch
 
-    logging.getLogger("root").setLevel(logging.WARNING)
     device = resolve_device(spec.device)
     name = resolve_architecture(spec)
-    if spec.pretrained_is_path:
-        path = Path(spec.pretrained).expanduser().resolve()
-        if not path.is_file():
-            raise ClipcovError(f"checkpoint {spec.pretrained} does not exist")
-        model, preprocess = _create(name, spec, "cpu", None)
-        _load_file_weights(model, path)
-        model = model.to(device)
-        pretrained, fingerprint = str(path), file_sha256(path)
-    else:
-        if not open_clip.get_pretrained_cfg(name, spec.pretrained):
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
-            raise ClipcovError(
-                f"{spec.pretrained!r} is neither a file nor a pretrained tag of {name} (tags: {tags})"
-            )
-        model, preprocess = _create(name, spec, device, spec.pretrained)
-        pretrained, fingerprint = spec.pretrained, file_sha256(_tag_file(name, spec.pretrained))
+    source = _from_random if spec.random_init else _from_file if spec.pretrained_is_path else _from_tag
+    model, preprocess, pretrained, fingerprint = source(name, spec, device)
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
-    loaded = LoadedModel(model=model, preprocess=preprocess, tokenizer=tokenizer, name=name,
-                         weights_fingerprint=fingerprint, pretrained=pretrained, device=device,
-                         precision=spec.precision)
     with torch.inference_mode():
         dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
-    return LoadedModel(**{**loaded.__dict__, "dim": dim})
+    return LoadedModel(model=model, preprocess=preprocess, tokenizer=tokenizer, name=name,
+                       weights_fingerprint=fingerprint, pretrained=pretrained, device=device,
+                       precision=spec.precision, dim=dim)

@@ -1,0 +1,33 @@
+"""Per-example label formulas of the method (pure functions on arrays, float32).
+
+- pseudo-label ``y_i = argmax_c <v_i, z_c>`` and the image's top class similarity ``<v_i, z_{y_i}>``
+- label agreement ``l_i = <t_i, z_{y_i}>`` (does the caption talk about the class the image shows)
+
+They are computed from the *stored* float16 embeddings cast to float32, so a brute-force check on
+the files reproduces them. Ties in the argmax go to the lower class index (numpy's argmax).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LABEL_CHUNK = 8192
+
+
+def pseudo_labels(img: np.ndarray, class_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pseudo_label int64, top_sim float32)`` for image rows ``img`` (n, d) and classes (K, d)."""
+    z = np.asarray(class_emb, dtype=np.float32)
+    labels = np.empty(len(img), dtype=np.int64)
+    top = np.empty(len(img), dtype=np.float32)
+    for s in range(0, len(img), LABEL_CHUNK):
+        sims = np.asarray(img[s:s + LABEL_CHUNK], dtype=np.float32) @ z.T
+        labels[s:s + len(sims)] = np.argmax(sims, axis=1)
+        top[s:s + len(sims)] = sims[np.arange(len(sims)), labels[s:s + len(sims)]]
+    return labels, top
+
+
+def label_agreement(txt: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``l_i = <t_i, z_{y_i}>`` float32 for caption rows ``txt`` and pseudo-labels ``labels``."""
+    z = np.asarray(class_emb, dtype=np.float32)
+    t = np.asarray(txt, dtype=np.float32)
+    return np.einsum("ij,ij->i", t, z[np.asarray(labels, dtype=np.int64)]).astype(np.float32)
