@@ -17,6 +17,8 @@ class DemoConfig:
     budget: str = "30%"
     methods: tuple[str, ...] = METHODS
     n_web: int = 3000
+    n_proxy_per_class: int = 50
+    n_test_per_class: int = 20
     proxy_epochs: int = 8
     epochs: int = 8
     batch_size: int = 64
@@ -25,7 +27,8 @@ class DemoConfig:
     @classmethod
     def make(cls, out: Path, quick: bool) -> "DemoConfig":
         if quick:
-            return cls(out=out, quick=True, seeds=(0,), n_web=1500, proxy_epochs=4, epochs=4)
+            return cls(out=out, quick=True, seeds=(0,), n_web=1000, n_proxy_per_class=20, n_test_per_class=10,
+                       proxy_epochs=3, epochs=3)
         return cls(out=out)
 
     @property

@@ -37,7 +37,9 @@ def make_corpus(cfg: DemoConfig):
     import shutil
 
     shutil.rmtree(cfg.corpus_dir, ignore_errors=True)  # a half-generated corpus from an interrupted run
-    return generate_corpus(cfg.corpus_dir, CorpusConfig(seed=cfg.corpus_seed, n_web=cfg.n_web))
+    return generate_corpus(cfg.corpus_dir, CorpusConfig(seed=cfg.corpus_seed, n_web=cfg.n_web,
+                                                        n_proxy_per_class=cfg.n_proxy_per_class,
+                                                        n_test_per_class=cfg.n_test_per_class))
 
 
 def download(cfg: DemoConfig, layout):
