@@ -24,7 +24,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path):
     # the full corpus carries the generator's noise; ClipCov prefers aligned pairs
     assert abs(rows["full"]["noise"]["mismatched"] - 0.35) < 0.01
     assert rows["clipcov"]["noise"]["mismatched"] < rows["random"]["noise"]["mismatched"]
-    assert "zero-shot" in r.stdout and "clipcov" in r.stdout  # the comparison table on stdout
+    assert "top-1 %" in r.stdout and "negclip-loss" in r.stdout  # the comparison table on stdout
     html = (out / "report.html").read_text()
     assert "<svg" in html and html.count("data:image/jpeg;base64,") >= 24 and "mismatch_frac" in html
     # re-running resumes: every stage is found complete

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from clipcov_cli.utils.console import console, err_console
 
@@ -30,8 +31,8 @@ def demo(
     def echo(message) -> None:
         if isinstance(message, str):
             err_console.print(f"[bold cyan]demo[/] {message}", highlight=False)
-        else:
-            console.print(message)
+        else:  # the comparison table: wide enough for "12.3 ± 4.5" columns even in a pipe
+            Console(width=max(console.width, 120)).print(message)
 
     result = run_demo(cfg, echo)
     err_console.print(f"report: {result.report}\nresults: {result.results}\nwall time: {result.seconds:.0f}s")

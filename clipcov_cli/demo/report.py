@@ -32,8 +32,9 @@ class Row:
 
 def comparison_table(rows: list[Row], title: str) -> Table:
     t = Table(title=title, header_style="bold")
-    for col in ("method", "budget", "samples", "zero-shot top-1 %", "retrieval R@1 %", "mismatched %", "junk %", "duplicate %"):
-        t.add_column(col, justify="left" if col == "method" else "right")
+    for col in ("method", "budget", "samples", "top-1 %", "R@1 %", "mismatch %", "junk %", "dup %"):
+        t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    t.caption = "top-1: zero-shot on the held-out split; R@1: image-to-text retrieval; noise: share of the subset"
     for r in rows:
         t.add_row(r.method, r.budget, f"{r.samples:,}", Row.fmt(r.top1), Row.fmt(r.recall1),
                   *(f"{100 * r.noise.get(k, float('nan')):.1f}" for k in ("mismatched", "junk", "duplicate")))
