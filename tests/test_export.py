@@ -1,156 +1,239 @@
-"""`clipcov export`: exactly the selected samples, original bytes, resumable, verified."""
+"""`clipcov export`: exactly the selected samples with their original bytes, readable by webdataset
+and open_clip_train, resumable after SIGKILL with byte-identical output, and strict about input."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import webdataset as wds
+
+from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.export import ExportConfig, run_export
+from export_helpers import clipcov, folder_bytes, make_source, make_subset, read_back
 
 
-def clipcov(*args):
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def make_source(root: Path, shards: int = 4, per: int = 50) -> dict[str, dict[str, bytes]]:
-    """img2dataset-style shards with random bytes per member; returns key -> {ext: bytes}."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    samples = {}
-    for s in range(shards):
-        keys = []
-        with open(root / f"{s:05d}.tar", "wb") as f:
-            w = wds.TarWriter(f)
-            for i in range(per):
-                key = f"{s:05d}{i:04d}"
-                sample = {"jpg": rng.bytes(int(rng.integers(200, 2000))), "txt": f"caption {key}".encode(),
-                          "json": json.dumps({"key": key}).encode()}
-                w.write({"__key__": key, **sample})
-                samples[key] = sample
-                keys.append(key)
-            w.close()
-        pq.write_table(pa.table({"key": keys, "status": ["success"] * per}), root / f"{s:05d}.parquet")
-    return samples
-
-
-def make_subset(root: Path, keys: list[str], dataset: Path | None) -> Path:
-    root.mkdir(parents=True)
-    pq.write_table(pa.table({"key": keys, "rank": list(range(len(keys)))}), root / "selection.parquet")
-    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "source": {"dataset_dir": str(dataset) if dataset else None}}))
-    return root
-
-
-def read_back(shards: Path) -> list[dict]:
-    return list(wds.WebDataset(sorted(map(str, shards.glob("*.tar"))), shardshuffle=False))
-
-
-@pytest.fixture
-def source(tmp_path):
-    samples = make_source(tmp_path / "data")
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("src") / "data"
+    samples = make_source(root, shards=4, per=50)
     keys = sorted(samples)[::3][::-1]  # every third sample, reversed rank order
-    return tmp_path / "data", samples, keys
+    return root, samples, keys
 
 
-def test_exact_subset_bytes_and_order(tmp_path, source):
+def test_exported_samples_equal_the_source_for_exactly_the_selected_keys(tmp_path, source):
     data, samples, keys = source
-    subset = make_subset(tmp_path / "s", keys, data)
-    r = clipcov("export", subset, "--shard-size", "16", "--workers", "2")
-    assert r.returncode == 0, r.stderr
-    back = read_back(subset / "shards")
+    sub = make_subset(tmp_path / "s", keys, data)
+    res = run_export(ExportConfig(subset_dir=sub, shard_size=16, workers=2))
+    out = sub / "shards"
+    assert res.out_dir == out and res.samples == len(keys) and not res.missing
+
+    back = read_back(out)  # webdataset's own reader
     assert [s["__key__"] for s in back] == keys
     for s in back:
-        for ext in ("jpg", "txt", "json"):
-            assert s[ext] == samples[s["__key__"]][ext]
-    m = json.loads((subset / "shards" / "manifest.json").read_text())
-    assert m["count"] == len(keys) and [e["count"] for e in m["shards"]] == [16, 16, 16, 16, 3]
+        members = {k: v for k, v in s.items() if not k.startswith("__")}
+        assert members == samples[s["__key__"]]  # same members, same bytes, nothing re-encoded
+
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["count"] == m["selected"] == len(keys) and m["missing"] == []
+    assert [e["count"] for e in m["shards"]] == [16, 16, 16, 16, 3]
     for e in m["shards"]:
-        assert hashlib.sha256((subset / "shards" / e["shard"]).read_bytes()).hexdigest() == e["sha256"]
-    assert not (subset / "shards" / ".work").exists()
+        assert hashlib.sha256((out / e["shard"]).read_bytes()).hexdigest() == e["sha256"]
+        assert all(_fixed_tar_headers(out / e["shard"]))
+    assert json.loads((out / "sizes.json").read_text()) == {e["shard"]: e["count"] for e in m["shards"]}
+    assert m["shards_pattern"] == "{00000..00004}.tar"
+    assert sorted(p.name for p in out.iterdir()) == sorted([e["shard"] for e in m["shards"]] + ["manifest.json", "sizes.json"])
+
+    again = run_export(ExportConfig(subset_dir=sub, shard_size=16))
+    assert again.already_complete and again.samples == len(keys)
+    other = run_export(ExportConfig(subset_dir=sub, out_dir=tmp_path / "o1", shard_size=16, workers=1))
+    assert folder_bytes(other.out_dir) | {"manifest.json": b""} == folder_bytes(out) | {"manifest.json": b""}
 
 
-def test_reads_with_open_clip_train_loader(tmp_path):
+def _fixed_tar_headers(path):
+    import tarfile
+
+    with tarfile.open(path) as tf:
+        for m in tf:
+            yield m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "clipcov" and m.mode == 0o444
+
+
+def test_reads_back_with_open_clip_train_loader(tmp_path):
     import argparse
 
-    import numpy as np
-    from PIL import Image
-    import io
-
-    from open_clip_train.data import get_wds_dataset
-
-    data = tmp_path / "data"
-    data.mkdir()
-    with open(data / "00000.tar", "wb") as f:
-        w = wds.TarWriter(f)
-        for i in range(20):
-            buf = io.BytesIO()
-            Image.fromarray(np.full((32, 32, 3), i * 10, np.uint8)).save(buf, format="JPEG")
-            w.write({"__key__": f"00000{i:04d}", "jpg": buf.getvalue(), "txt": f"a photo number {i}".encode()})
-        w.close()
-    subset = make_subset(tmp_path / "s", [f"00000{i:04d}" for i in range(0, 20, 2)], data)
-    assert clipcov("export", subset).returncode == 0
     import open_clip
     import torchvision.transforms as T
+    from open_clip_train.data import get_wds_dataset
 
-    args = argparse.Namespace(train_data=str(subset / "shards" / "00000.tar"), val_data=None, train_num_samples=10,
-                              val_num_samples=None, dataset_resampled=False, train_data_upsampling_factors=None,
-                              batch_size=5, workers=0, world_size=1, seed=0, distributed=False, rank=0)
-    tok = open_clip.get_tokenizer("RN50")
-    di = get_wds_dataset(args, T.Compose([T.Resize(16), T.ToTensor()]), is_train=True, epoch=0, tokenizer=tok)
-    n = sum(len(images) for images, texts in di.dataloader)
-    assert n == 10
-
-
-def test_kill_and_resume_gives_identical_output(tmp_path):
-    samples = make_source(tmp_path / "data", shards=4, per=250)
-    keys = sorted(samples)[::2]
-    ref = make_subset(tmp_path / "ref", keys, tmp_path / "data")
-    assert clipcov("export", ref, "--shard-size", "50").returncode == 0
+    samples = make_source(tmp_path / "data", shards=2, per=12, real_jpeg=True)
+    keys = sorted(samples)[1::2]
     sub = make_subset(tmp_path / "s", keys, tmp_path / "data")
-    proc = subprocess.Popen([sys.executable, "-m", "clipcov_cli", "export", str(sub), "--shard-size", "50"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((sub / "shards" / ".work").glob("shard_*.json")):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (sub / "shards" / "manifest.json").exists()
-    assert clipcov("export", sub, "--shard-size", "50").returncode == 0
-    a = {p.name: p.read_bytes() for p in (ref / "shards").iterdir()}
-    b = {p.name: p.read_bytes() for p in (sub / "shards").iterdir()}
-    ma, mb = json.loads(a.pop("manifest.json")), json.loads(b.pop("manifest.json"))
-    assert a == b and ma["shards"] == mb["shards"] and ma["count"] == mb["count"] == 500
+    res = run_export(ExportConfig(subset_dir=sub, shard_size=5))
+    m = json.loads((res.out_dir / "manifest.json").read_text())
+    # train_num_samples=None: the loader takes the count from our sizes.json, as with --train-data only
+    args = argparse.Namespace(train_data=str(res.out_dir / m["shards_pattern"]), val_data=None, train_num_samples=None,
+                              val_num_samples=None, dataset_resampled=False, train_data_upsampling_factors=None,
+                              batch_size=4, workers=0, world_size=1, seed=0, distributed=False, rank=0)
+    tok = open_clip.get_tokenizer("RN50")
+    info = get_wds_dataset(args, T.Compose([T.Resize(16), T.ToTensor()]), is_train=True, epoch=0, tokenizer=tok)
+    assert info.dataloader.num_samples == len(keys)
+    texts = []
+    for images, tokens in info.dataloader:
+        assert images.shape[1:] == (3, 16, 16)
+        texts += [tuple(t.tolist()) for t in tokens]
+    want = {tuple(tok([samples[k]["txt"].decode()])[0].tolist()) for k in keys}
+    assert len(keys) % 4 == 0 and len(texts) == len(keys)  # whole batches: no sample repeated or dropped
+    assert set(texts) == want  # every selected caption, nothing else
 
 
-def test_missing_keys_error_or_recorded(tmp_path, source):
-    data, samples, keys = source
+def test_killed_export_resumes_to_identical_shards_and_manifest(tmp_path):
+    samples = make_source(tmp_path / "data", shards=6, per=500)
+    keys = sorted(samples)[::2]
+    sub = make_subset(tmp_path / "s", keys, tmp_path / "data")
+    cmd = [sys.executable, "-m", "clipcov_cli", "export", str(sub), "--shard-size", "10", "--workers", "2"]
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    reference = folder_bytes(sub / "shards")
+    shutil.rmtree(sub / "shards")
+
+    killed = 0
+    for marker_dir in ("src", "out"):  # kill once in phase 1, once in phase 2
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and not any((sub / "shards" / ".work" / marker_dir).glob("*.json")):
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    assert killed >= 1 and not (sub / "shards" / "manifest.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert folder_bytes(sub / "shards") == reference  # every shard, sizes.json and manifest.json
+    assert sorted(p.name for p in (sub / "shards").iterdir()) == sorted(reference)  # no .work, no lock, no temp
+
+
+def test_missing_keys_are_an_error_or_recorded(tmp_path, source):
+    data, _, keys = source
     sub = make_subset(tmp_path / "s", keys + ["99999999"], data)
     r = clipcov("export", sub)
-    assert r.returncode == 2 and "99999999" in r.stderr and not (sub / "shards").exists()
-    r = clipcov("export", sub, "--allow-missing")
-    assert r.returncode == 0
-    m = json.loads((sub / "shards" / "manifest.json").read_text())
-    assert m["missing"] == ["99999999"] and m["count"] == len(keys)
+    assert r.returncode == 2 and "99999999" in r.stderr and "--allow-missing" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (sub / "shards").exists()
+    res = run_export(ExportConfig(subset_dir=sub, allow_missing=True))
+    m = json.loads((res.out_dir / "manifest.json").read_text())
+    assert m["missing"] == ["99999999"] and m["count"] == len(keys) and m["selected"] == len(keys) + 1
+    assert [s["__key__"] for s in read_back(res.out_dir)] == keys
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "/abs/key", "a/b", ".."])
-def test_escaping_keys_refused(tmp_path, source, bad):
+def test_key_listed_by_parquet_but_absent_from_tar_is_missing(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    samples = make_source(tmp_path / "data", shards=2, per=10)
+    table = pq.read_table(tmp_path / "data" / "00001.parquet")
+    pq.write_table(pa.concat_tables([table, pa.table({"key": ["000010099"], "status": ["success"], "caption": [""]})]),
+                   tmp_path / "data" / "00001.parquet")
+    keys = sorted(samples)[:3] + ["000010099"]
+    sub = make_subset(tmp_path / "s", keys, tmp_path / "data")
+    with pytest.raises(ClipcovError, match="000010099"):
+        run_export(ExportConfig(subset_dir=sub))
+    res = run_export(ExportConfig(subset_dir=sub, allow_missing=True))  # resumes phase 1
+    assert res.missing == ("000010099",) and res.samples == 3
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/abs/key", "a/b", "..", "a\\b", "x.jpg", ""])
+def test_keys_that_could_escape_are_refused(tmp_path, source, bad):
     data, _, keys = source
     sub = make_subset(tmp_path / "s", keys[:3] + [bad], data)
-    r = clipcov("export", sub)
-    assert r.returncode == 2 and "unsafe key" in r.stderr and not (sub / "shards").exists()
+    with pytest.raises(ClipcovError, match="unsafe key"):
+        run_export(ExportConfig(subset_dir=sub))
+    assert not (sub / "shards").exists()
 
 
-def test_bad_subset_folder(tmp_path):
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, source):
+    data, _, keys = source
     r = clipcov("export", tmp_path / "nope")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr
+    sub = make_subset(tmp_path / "s", ["../x"] + keys[:2], data)
+    r = clipcov("export", sub)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unsafe key" in r.stderr
+    r = clipcov("export", "--help")
+    assert r.returncode == 0 and "Examples" in r.stdout and "--allow-missing" in r.stdout
+
+
+def test_dataset_option_null_manifest_and_tar_listing_fallback(tmp_path, source):
+    data, samples, keys = source
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    (copy / "00002.parquet").unlink()  # this shard's keys come from its tar headers
+    sub = make_subset(tmp_path / "s", keys, None)
+    with pytest.raises(ClipcovError, match="--dataset"):
+        run_export(ExportConfig(subset_dir=sub))
+    res = run_export(ExportConfig(subset_dir=sub, dataset_dir=copy))
+    assert [s["__key__"] for s in read_back(res.out_dir)] == keys
+
+
+def test_output_folder_rules(tmp_path, source):
+    data, _, keys = source
+    sub = make_subset(tmp_path / "s", keys, data)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "00000.tar").write_bytes(b"not ours")
+    with pytest.raises(ClipcovError, match="did not write"):
+        run_export(ExportConfig(subset_dir=sub, out_dir=foreign))
+    assert (foreign / "00000.tar").read_bytes() == b"not ours"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"name": "someone else's"}))
+    with pytest.raises(ClipcovError, match="not written by clipcov export"):
+        run_export(ExportConfig(subset_dir=sub, out_dir=other, overwrite=True))
+    with pytest.raises(ClipcovError, match="source dataset folder"):
+        run_export(ExportConfig(subset_dir=sub, out_dir=data))
+    run_export(ExportConfig(subset_dir=sub, shard_size=20))
+    with pytest.raises(ClipcovError, match="--overwrite"):
+        run_export(ExportConfig(subset_dir=sub, shard_size=7))
+    res = run_export(ExportConfig(subset_dir=sub, shard_size=7, overwrite=True))
+    assert not res.already_complete and len(res.shards) == -(-len(keys) // 7)
+    assert sorted(p.name for p in (sub / "shards").glob("*.tar")) == [e["shard"] for e in res.shards]
+
+
+def test_unreadable_source_shard_fails_the_job(tmp_path):
+    samples = make_source(tmp_path / "data", shards=2, per=10)
+    tar = tmp_path / "data" / "00001.tar"
+    raw = bytearray(tar.read_bytes())
+    raw[1024 + 20: 1024 + 60] = bytes(range(40))  # damage a member header; the parquet still lists its keys
+    tar.write_bytes(bytes(raw))
+    sub = make_subset(tmp_path / "s", sorted(samples), tmp_path / "data")
+    with pytest.raises(JobFailed, match="extract phase") as err:
+        run_export(ExportConfig(subset_dir=sub, workers=2))
+    assert err.value.exit_code == 1 and not (sub / "shards" / "manifest.json").exists()
+
+
+def test_shard_damaged_between_runs_is_caught_then_rewritten(tmp_path, source):
+    data, _, keys = source
+    sub = make_subset(tmp_path / "s", keys, data)
+    run_export(ExportConfig(subset_dir=sub, shard_size=16))
+    reference = folder_bytes(sub / "shards")
+    shutil.rmtree(sub / "shards")
+
+    class Stop(Exception):
+        pass
+
+    def stop_before_verify(phase, done, total):
+        if phase == "verify":
+            raise Stop
+
+    with pytest.raises(Stop):  # an interrupted run: all shards written, not yet verified
+        run_export(ExportConfig(subset_dir=sub, shard_size=16), stop_before_verify)
+    shard = sub / "shards" / "00001.tar"
+    raw = bytearray(shard.read_bytes())
+    raw[700] ^= 0xFF  # same size, so the resumed run keeps it; verification must catch it
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(JobFailed, match="failed verification"):
+        run_export(ExportConfig(subset_dir=sub, shard_size=16))
+    res = run_export(ExportConfig(subset_dir=sub, shard_size=16))  # rewrites the removed shard
+    assert not res.already_complete and folder_bytes(sub / "shards") == reference

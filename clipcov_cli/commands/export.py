@@ -1,4 +1,4 @@
-"""`clipcov export`: parse options, build an ExportConfig, run with progress, report."""
+"""`clipcov export`: parse options, build an ExportConfig, run it with a progress bar, report."""
 
 from __future__ import annotations
 
@@ -7,44 +7,61 @@ from typing import Optional
 
 import typer
 
-from clipcov_cli.utils.console import err_console
+from clipcov_cli.utils.console import console, err_console
 
 EPILOG = """\
 Examples:\n\n
   clipcov export subsets/clipcov-10                     # -> subsets/clipcov-10/shards/\n\n
-  clipcov export subsets/clipcov-10 --workers 8 --shard-size 5000\n\n
+  clipcov export subsets/clipcov-10 --workers 4 --shard-size 5000\n\n
   clipcov export subset/ --dataset /data/cc3m --out /data/cc3m-clipcov-10\n\n
-Re-running resumes; the result is verified (count, keys, checksums) before manifest.json is written.
+  clipcov export subset/ --allow-missing                # record keys absent from the source\n\n
+Interrupted? Run the same command again: finished units are kept and the result is byte-identical.
+The result is verified (count, keys, member sizes, sha256) before shards/manifest.json is written.
+Train on it: --train-data 'subsets/clipcov-10/shards/{00000..00004}.tar' (sizes.json gives the count).
 """
 
 
 def export(
-    subset: Path = typer.Argument(..., help="Subset folder written by `clipcov select`."),
-    dataset: Optional[Path] = typer.Option(None, help="Source dataset folder [default: the one in the manifest]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: SUBSET/shards]."),
-    shard_size: int = typer.Option(10000, min=1, help="Samples per output shard."),
-    workers: int = typer.Option(1, min=1, help="Parallel processes over source shards."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Record selected keys absent from the source instead of failing."),
+    subset: Path = typer.Argument(..., help="Subset folder written by `clipcov select` (selection.parquet, manifest.json)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", "-d", help="Source dataset folder (img2dataset webdataset shards); default: the one in the subset's manifest."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder; default: SUBSET/shards."),
+    shard_size: int = typer.Option(10000, "--shard-size", min=1, help="Samples per output shard."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes; units are source shards, then output shards."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Record selected keys absent from the source in the manifest instead of failing."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export of a different selection or shard size in --out."),
 ) -> None:
-    """Export the selected samples as new WebDataset shards (original bytes, verified)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Export a selected subset as new WebDataset shards: original bytes, rank order, verified."""
     from clipcov_cli.export import ExportConfig, run_export
 
     cfg = ExportConfig(subset_dir=subset, dataset_dir=dataset, out_dir=out, shard_size=shard_size, workers=workers,
-                       allow_missing=allow_missing)
-    with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("export", total=None)
-        res = run_export(cfg, lambda done, total: bar.update(task, completed=done, total=total))
+                       allow_missing=allow_missing, overwrite=overwrite)
+    with _progress() as update:
+        res = run_export(cfg, update)
     if res.already_complete:
         err_console.print(f"{res.out_dir} is already complete ({res.samples:,} samples): nothing to do")
-        return
-    extra = f"; {len(res.missing)} missing keys recorded in the manifest" if res.missing else ""
-    err_console.print(f"exported {res.samples:,} samples into {len(res.shards)} shards in {res.out_dir} "
-                      f"({res.seconds:.1f}s), verified{extra}")
+    else:
+        extra = f"; {len(res.missing):,} missing keys recorded in the manifest" if res.missing else ""
+        err_console.print(f"exported {res.samples:,} samples into {len(res.shards)} shards in {res.out_dir} "
+                          f"in {res.seconds:.1f}s, verified{extra}")
+    console.print(str(res.out_dir), highlight=False, soft_wrap=True)
+
+
+def _progress():
+    """A context manager yielding a (phase, done, total) callback that drives one rich bar on stderr."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True) as p:
+            task = p.add_task("plan", total=None)
+            yield lambda phase, done, total: p.update(task, description=phase, completed=done, total=total)
+
+    return bar()
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export", help="Export a selected subset as new WebDataset shards, verified.", epilog=EPILOG,
-                short_help="Subset -> new WebDataset shards. e.g. clipcov export subset/")(export)
+    app.command("export", help="Export a selected subset as new WebDataset shards: original bytes, rank order, verified.",
+                epilog=EPILOG, short_help="Subset -> new WebDataset shards. e.g. clipcov export subset/")(export)
