@@ -26,6 +26,11 @@ def test_demo_quick_end_to_end_and_resume(tmp_path):
     assert rows["clipcov"]["noise"]["mismatched"] < rows["random"]["noise"]["mismatched"]
     assert "top-1 %" in r.stdout and "negclip-loss" in r.stdout  # the comparison table on stdout
     html = (out / "report.html").read_text()
+    # the models train in the demo's process: their logs go to the demo log and to each run's own
+    # out.log only (open_clip_train's handlers are removed after each run)
+    assert "Train Epoch" not in r.stdout + r.stderr and "TorchDynamo" not in r.stderr and "Train Epoch" in (out / "demo.log").read_text()
+    proxy_log = (out / "runs" / "proxy" / "clipcov" / "out.log").read_text()
+    assert "Train Epoch" in proxy_log and "subsets" not in proxy_log and "full-s0" not in proxy_log
     assert "<svg" in html and html.count("data:image/jpeg;base64,") >= 24 and "mismatch_frac" in html
     # re-running resumes: every stage is found complete
     t0 = time.time()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ TINY = "clipcov-tiny"
 
 
 def clipcov_cli(*args: str | Path, log: Path) -> None:
-    """Run one clipcov command in its own process (open_clip_train keeps process-wide state)."""
+    """Run one clipcov command in its own process (embed and eval: one call each per demo)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write(f"$ clipcov {' '.join(map(str, args))}\n")
@@ -27,6 +29,17 @@ def clipcov_cli(*args: str | Path, log: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise ClipcovError(f"demo stage failed: clipcov {' '.join(map(str, args[:2]))} (exit {r.returncode}); see {log}")
+
+
+@contextmanager
+def logged_to(log: Path, command: str) -> Iterator[None]:
+    """Send what an in-process stage prints (and the log handlers it creates) to the demo log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"$ {command}\n")
+        f.flush()
+        with redirect_stdout(f), redirect_stderr(f):
+            yield
 
 
 def make_corpus(cfg: DemoConfig):
@@ -60,12 +73,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def pretrain(cfg: DemoConfig, data: Path, name: str, epochs: int, seed: int, log: Path) -> Path:
+    """Train (or finish training) one tiny CLIP, in this process: the demo trains 7 to 19 models and
+    a fresh process would import torch and open_clip_train again for each."""
+    from clipcov_cli.pretrain.config import PretrainConfig
+    from clipcov_cli.pretrain.recipes import get_recipe
+    from clipcov_cli.pretrain.runner import run_pretrain
+
     run = cfg.run_dir(name)
     ckpt = latest_checkpoint(run)
     if ckpt is not None and int(ckpt.stem.split("_")[1]) >= epochs:
         return ckpt
-    clipcov_cli("pretrain", data, "--out", run, "--recipe", "tiny", "--epochs", epochs, "--seed", seed,
-                "--batch-size", cfg.batch_size, "--workers", cfg.workers, "--device", "cpu", log=log)
+    pcfg = PretrainConfig(data=data, out=run, recipe=get_recipe("tiny"), epochs=epochs, batch_size=cfg.batch_size,
+                          workers=cfg.workers, seed=seed, device="cpu")
+    with logged_to(log, f"clipcov pretrain {data} --out {run} --recipe tiny --epochs {epochs} --seed {seed}"):
+        run_pretrain(pcfg)
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         raise ClipcovError(f"pretrain wrote no checkpoint under {run}; see {log}")

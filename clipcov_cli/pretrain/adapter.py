@@ -7,6 +7,7 @@ they override the recipe (argparse keeps the last value)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def build_argv(cfg: PretrainConfig, data: TrainData, device: str) -> list[str]:
 
 
 def run_open_clip_train(argv: list[str]) -> int:
+    """Call ``open_clip_train.main.main(argv)`` in this process. open_clip_train adds handlers to
+    the root logger and raises its level on every call; they are removed afterwards, so that
+    several runs in one process (the demo) do not log into each other's files."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
     from open_clip_train.main import main as train_main
@@ -47,12 +51,20 @@ def run_open_clip_train(argv: list[str]) -> int:
     from clipcov_cli.models import register_model_config
 
     register_model_config()  # built-in configs (clipcov-tiny) by name
-    import logging
-
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    root_level = root.level
     try:
         result = train_main(argv)
-    finally:  # open_clip_train sets the root logger to INFO; keep torch's exit-time chatter out
-        logging.getLogger("torch").setLevel(logging.WARNING)
+    finally:  # it also sets every existing logger to INFO (torch's exit-time chatter): restore them
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(root_level)
+        for name, lg in logging.root.manager.loggerDict.items():
+            if isinstance(lg, logging.Logger):
+                lg.setLevel(levels.get(name, logging.NOTSET))
     return 0 if result is None else int(result)
 
 
