@@ -15,6 +15,7 @@ Examples:\n\n
   clipcov download cc12m.tsv --recipe cc12m --out cc12m/ --processes 16 --threads 64\n\n
   clipcov download urls.parquet --url-col URL --caption-col TEXT --out data/ --image-size 224\n\n
   clipcov download urls.parquet --out data/ --retry-failed     # re-download only the failures\n\n
+  clipcov download cc12m.tsv --recipe cc12m --out /shared/cc12m/ --engine ray --ray-address auto\n\n
 Re-running the same command resumes: finished shards are skipped.
 """
 
@@ -35,6 +36,8 @@ def download(
     retries: Optional[int] = typer.Option(None, help="Retries per URL [default: 0]."),
     timeout: Optional[int] = typer.Option(None, help="Seconds before a URL times out [default: 10]."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-download only failed samples, into new shards."),
+    engine: str = typer.Option("local", help="local (img2dataset's process pool) or ray (img2dataset's Ray distributor)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster \\[default: start a local Ray instance]."),
 ) -> None:
     """Download a URL+caption list into WebDataset shards (img2dataset), resumably."""
     from clipcov_cli.download import DownloadConfig, load_recipe, run_download, summary_table
@@ -44,7 +47,7 @@ def download(
         input_format=input_format, url_col=url_col, caption_col=caption_col,
         extra_cols=tuple(extra_col) if extra_col else None, image_size=image_size, resize_mode=resize_mode,
         processes=processes, threads=threads, shard_size=shard_size, retries=retries, timeout=timeout,
-        retry_failed=retry_failed or None,
+        retry_failed=retry_failed or None, engine=engine, ray_address=ray_address,
     )
     with err_console.status(f"downloading {url_list.name} into {out} ..."):
         summary = run_download(cfg, echo=lambda m: err_console.print(m, highlight=False))

@@ -17,6 +17,7 @@ Examples:\n\n
   clipcov embed data/ --model-config my-arch.json --pretrained my-arch.pt\n\n
   clipcov embed data/ --model clipcov-tiny --pretrained tiny.pt --classes names.txt\n\n
   clipcov embed --relabel --classes names.txt data/embeddings/   # labels only\n\n
+  clipcov embed /shared/cc12m/ --engine ray --ray-address auto --device cuda   # on a Ray cluster\n\n
 Re-running the same command resumes at the first unfinished part; a finished folder is left alone.
 """
 
@@ -44,6 +45,9 @@ def embed(
     threads: int = typer.Option(0, help="torch threads for the model on CPU (0: the CPUs the decode workers leave free)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute an existing folder made with other settings."),
     relabel: bool = typer.Option(False, "--relabel", help="Only recompute labels/ for --classes/--templates from the stored embeddings."),
+    engine: str = typer.Option("local", help="local (decode workers + one model here) or ray (one Ray task per shard, same output)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster \\[default: start a local Ray instance]."),
+    num_gpus_per_worker: Optional[float] = typer.Option(None, "--num-gpus-per-worker", help="With --engine ray: GPUs per worker, fractions share a GPU \\[default: 1 on cuda, else 0]."),
 ) -> None:
     """Embed images and captions with a proxy CLIP and pseudo-label them (resumable)."""
     from clipcov_cli.embed import EmbedConfig, run_embed
@@ -55,7 +59,8 @@ def embed(
         dataset_dir=None if relabel else path, out_dir=target, model=model, pretrained=pretrained,
         model_config=model_config, classes=classes, templates=templates, batch_size=batch_size,
         workers=default_workers() if workers is None else workers, device=device, precision=precision, threads=threads,
-        overwrite=overwrite, relabel=relabel,
+        overwrite=overwrite, relabel=relabel, engine=engine, ray_address=ray_address,
+        num_gpus_per_worker=num_gpus_per_worker,
     )
     summary = run_embed(cfg, echo=lambda m: err_console.print(m, highlight=False))
     err_console.print(summary_table(summary))

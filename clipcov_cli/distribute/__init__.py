@@ -7,6 +7,6 @@ worker function, and consumes the results as they complete. The worker builds wh
 """
 
 from clipcov_cli.distribute.base import Distributor, ENGINES
-from clipcov_cli.distribute.factory import make_distributor
+from clipcov_cli.distribute.factory import RAY_INSTALL_HINT, check_engine, make_distributor, require_ray
 
-__all__ = ["Distributor", "ENGINES", "make_distributor"]
+__all__ = ["Distributor", "ENGINES", "RAY_INSTALL_HINT", "check_engine", "make_distributor", "require_ray"]

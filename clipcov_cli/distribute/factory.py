@@ -15,6 +15,14 @@ def require_ray() -> None:
         raise ClipcovError(f"--engine ray: {RAY_INSTALL_HINT}")
 
 
+def check_engine(engine: str) -> None:
+    """Bad ``--engine`` values, and ``ray`` without the extra, are one-line errors (exit 2)."""
+    if engine not in ENGINES:
+        raise ClipcovError(f"unknown --engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        require_ray()
+
+
 def make_distributor(engine: str, workers: int = 1, ray_address: str | None = None, **ray_options) -> Distributor:
     if engine == "local":
         from clipcov_cli.distribute.local import LocalDistributor

@@ -2,17 +2,68 @@
 
 Imported only when ``--engine ray`` is asked for; without the ``ray`` extra the factory says how
 to install it instead of silently running locally.
+
+``--ray-address``: ``None`` starts a private local Ray instance for the run (and stops it at the
+end); ``auto`` (or ``ray://…`` / ``host:port``) joins an existing cluster, which is left running.
+When Ray is already initialized in this process (a library user, the tests), that instance is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, ClassVar, Iterator, Sequence, TypeVar
 
 from clipcov_cli.distribute.base import Distributor
-from clipcov_cli.errors import ClipcovError
+from clipcov_cli.errors import ClipcovError, JobFailed
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to (``address``) or start a local Ray instance unless one is up; True when this call
+    started one that the caller must shut down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+            return False
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        return True
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClipcovError(f"cannot {'join the Ray cluster at ' + repr(address) if address else 'start Ray'}: "
+                           f"{first[:300]}") from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray initialized for the block (see :func:`init_ray`); a started local instance is stopped after."""
+    import ray
+
+    owns = init_ray(address, num_cpus)
+    try:
+        yield
+    finally:
+        if owns and ray.is_initialized():
+            ray.shutdown()
+
+
+def unit_error(exc: BaseException, what: str) -> BaseException:
+    """The error to raise for a unit that failed on Ray: the worker's own ClipcovError (bad input,
+    reported as one line), Ray's error with the worker's traceback for any other exception the
+    worker raised (a bug), or JobFailed when the unit was lost after Ray's retries (dead workers)."""
+    from ray.exceptions import RayTaskError
+
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause if isinstance(cause, ClipcovError) else exc
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return JobFailed(f"{what} failed on Ray after its retries ({type(exc).__name__}: {first[:200]}); "
+                     "finished units are kept: re-run to resume")
 
 
 class RayDistributor(Distributor):
@@ -23,24 +74,21 @@ class RayDistributor(Distributor):
         import ray  # the factory checked it is installed
 
         self._ray = ray
-        self._owns = False
-        if not ray.is_initialized():
-            try:
-                if address:
-                    ray.init(address=address, log_to_driver=False)
-                else:
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-                    self._owns = True
-            except ConnectionError as exc:
-                raise ClipcovError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
+        self._owns = init_ray(address, num_cpus)
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
 
     @property
     def parallelism(self) -> int:
-        cpus = int(self._ray.cluster_resources().get("CPU", 1))
-        return max(1, int(cpus // max(self.cpus_per_task, 1e-9)))
+        res = self._ray.cluster_resources()
+        by_cpu = int(res.get("CPU", 1) // max(self.cpus_per_task, 1e-9))
+        if self.gpus_per_task > 0:
+            return max(1, min(by_cpu, int(res.get("GPU", 0) // self.gpus_per_task)))
+        return max(1, by_cpu)
+
+    def cluster_gpus(self) -> float:
+        return float(self._ray.cluster_resources().get("GPU", 0))
 
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         ray = self._ray
@@ -52,7 +100,11 @@ class RayDistributor(Distributor):
                 done, _ = ray.wait(list(refs), num_returns=1)
                 for ref in done:
                     i = refs.pop(ref)
-                    yield i, ray.get(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        raise unit_error(exc, f"unit {i}") from None
+                    yield i, result
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)

@@ -31,8 +31,13 @@ class DownloadConfig:
     retries: int = 0
     timeout: int = 10
     retry_failed: bool = False
+    engine: str = "local"  # local: img2dataset's multiprocessing distributor; ray: its Ray distributor
+    ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
 
     def __post_init__(self) -> None:
+        from clipcov_cli.distribute import check_engine
+
+        check_engine(self.engine)
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise ClipcovError(f"unknown input format {self.input_format!r}: use one of {', '.join(INPUT_FORMATS)}")
         if self.resize_mode not in RESIZE_MODES:

@@ -38,15 +38,26 @@ def _stdout_to(logf):
         os.close(saved)
 
 
+def _engine(cfg: DownloadConfig):
+    """Ray up for ``--engine ray`` (img2dataset's Ray distributor needs ``ray.init`` done by the caller)."""
+    if cfg.engine != "ray":
+        return contextlib.nullcontext()
+    from clipcov_cli.distribute.ray_ import ray_session
+
+    return ray_session(cfg.ray_address)
+
+
 def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log: Path) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import img2dataset
 
-    with open(log, "a") as logf, _stdout_to(logf):
+    # absolute paths: Ray workers (maybe on other nodes, over shared storage) do not share our cwd
+    with _engine(cfg), open(log, "a") as logf, _stdout_to(logf):
         try:
             img2dataset.download(
-                url_list=str(urls.path), input_format="parquet", url_col=urls.url_col, caption_col=urls.caption_col,
-                save_additional_columns=list(urls.extra_cols) or None, output_folder=str(cfg.out_dir),
+                url_list=str(urls.path.resolve()), input_format="parquet", url_col=urls.url_col,
+                caption_col=urls.caption_col, distributor="ray" if cfg.engine == "ray" else "multiprocessing",
+                save_additional_columns=list(urls.extra_cols) or None, output_folder=str(cfg.out_dir.resolve()),
                 output_format="webdataset", image_size=cfg.image_size, resize_mode=cfg.resize_mode,
                 processes_count=cfg.processes, thread_count=cfg.threads, number_sample_per_shard=cfg.shard_size,
                 retries=cfg.retries, timeout=cfg.timeout, incremental_mode=incremental_mode, enable_wandb=False,
@@ -54,6 +65,12 @@ def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log:
             )
         except SystemExit as exc:  # img2dataset's SIGINT handler exits 0: that is an interruption
             raise KeyboardInterrupt from exc
+        except Exception as exc:
+            if cfg.engine == "ray" and type(exc).__module__.startswith("ray."):
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise JobFailed(f"a download task failed on Ray after its retries ({type(exc).__name__}: {first}); "
+                                "finished shards are kept: re-run the same command to resume") from None
+            raise
 
 
 def _failed_rows(cfg: DownloadConfig, already: set[str]) -> pa.Table:

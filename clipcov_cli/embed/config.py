@@ -55,8 +55,18 @@ class EmbedConfig:
     threads: int = 0  # torch threads for the model on CPU; 0: the CPUs left over by the decode workers
     overwrite: bool = False
     relabel: bool = False
+    engine: str = "local"  # local: decode workers + one model here; ray: one task per shard on Ray workers
+    ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
+    num_gpus_per_worker: float | None = None  # Ray: GPUs per worker; None: 1 when the model runs on cuda, else 0
 
     def __post_init__(self) -> None:
+        from clipcov_cli.distribute import check_engine
+
+        check_engine(self.engine)
+        if self.relabel and self.engine != "local":
+            raise ClipcovError("--relabel runs locally (it reads no image): leave out --engine ray")
+        if self.num_gpus_per_worker is not None and self.num_gpus_per_worker < 0:
+            raise ClipcovError("--num-gpus-per-worker must be >= 0")
         if self.batch_size < 1:
             raise ClipcovError("--batch-size must be at least 1")
         if self.workers < 0:

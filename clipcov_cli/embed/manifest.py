@@ -53,10 +53,15 @@ def model_record(loaded, spec) -> dict[str, Any]:
 
 
 def new_manifest(loaded, spec, vocab, dataset_dir: Path | None, parts: list[str]) -> dict[str, Any]:
+    return manifest_from_record(model_record(loaded, spec), vocab, dataset_dir, parts)
+
+
+def manifest_from_record(model: dict[str, Any], vocab, dataset_dir: Path | None, parts: list[str]) -> dict[str, Any]:
+    """A new manifest from a :func:`model_record` (made where the model was loaded: here or in a worker)."""
     return {
         "format_version": FORMAT_VERSION,
         "tool": f"clipcov {__version__}",
-        **model_record(loaded, spec),
+        **model,
         **vocabulary_record(vocab),
         "dataset_dir": str(dataset_dir.resolve()) if dataset_dir else None,
         "parts": sorted(parts),

@@ -103,12 +103,22 @@ def _remove_stale_temps(layout: Layout) -> None:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
+def reusable_class_emb(layout: Layout, vocab: Vocabulary, dim: int | None) -> np.ndarray | None:
+    """``labels/class_emb.npy`` when it fits the vocabulary (and ``dim`` when known), else None."""
+    if not layout.class_emb.exists():
+        return None
+    emb = np.load(layout.class_emb)
+    if emb.dtype == np.float32 and emb.ndim == 2 and emb.shape[0] == len(vocab.names) and dim in (None, emb.shape[1]):
+        return emb
+    return None
+
+
 def _class_embeddings(layout: Layout, loaded: LoadedModel, vocab: Vocabulary, reuse: bool,
                       batch_size: int, echo: Echo) -> np.ndarray:
     """The (K, d) class text embeddings: reused from ``labels/`` on resume, else computed and saved."""
-    if reuse and layout.class_emb.exists():
-        emb = np.load(layout.class_emb)
-        if emb.shape == (len(vocab.names), loaded.dim) and emb.dtype == np.float32:
+    if reuse:
+        emb = reusable_class_emb(layout, vocab, loaded.dim)
+        if emb is not None:
             return emb
     total = len(vocab.names) * len(vocab.templates)
     echo(f"embedding {len(vocab.names)} class names x {len(vocab.templates)} templates ...")
@@ -176,17 +186,43 @@ def run_embed(cfg: EmbedConfig, echo: Echo = lambda m: None) -> EmbedSummary:
         echo(f"{layout.root} is already complete ({len(record['parts'])} parts, {record['rows']} rows): "
              "nothing to do (pass --overwrite to recompute)")
         return EmbedSummary(layout.root, len(record["parts"]), 0, record["rows"], record["skipped"], already_complete=True)
+    if cfg.engine == "ray":
+        from clipcov_cli.embed.ray_engine import run_embed_ray
+
+        return run_embed_ray(cfg, layout, spec, vocab, shards, record, echo)
     loaded = load_model(spec)
     proposed = mf.new_manifest(loaded, spec, vocab, cfg.dataset_dir, stems)
+    check_record(layout, record, proposed, cfg)
+    return _embed(cfg, layout, loaded, vocab, shards, record, proposed, echo)
+
+
+def check_record(layout: Layout, record: dict[str, Any] | None, proposed: dict[str, Any], cfg: EmbedConfig) -> None:
+    """An existing folder made with other settings is an error (unless ``--overwrite``)."""
     if record is not None and not cfg.overwrite:
         diff = mf.mismatches(record, proposed)
         if diff:
             raise ClipcovError(f"{layout.root} was made with a different " + "; ".join(diff)
                                + ": pass --overwrite to recompute it, or choose another --out")
-    return _embed(cfg, layout, loaded, vocab, shards, record, proposed, echo)
 
 
 def _embed(cfg, layout, loaded, vocab, shards, record, proposed, echo) -> EmbedSummary:
+    def class_emb(resume: bool) -> np.ndarray:
+        return _class_embeddings(layout, loaded, vocab, resume, cfg.batch_size, echo)
+
+    def stream(pending: list[Path], emb: np.ndarray, manifest: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return _stream_parts(cfg, layout, loaded, pending, emb, manifest)
+
+    with _cpu_threads(cfg, loaded.device):
+        return embed_parts(cfg, layout, shards, record, proposed, class_emb, stream, echo)
+
+
+def embed_parts(cfg: EmbedConfig, layout: Layout, shards: list[Path], record: dict[str, Any] | None,
+                proposed: dict[str, Any], class_emb_fn: Callable[[bool], np.ndarray],
+                stream_fn: Callable[[list[Path], np.ndarray, dict[str, Any]], tuple[dict[str, Any], int]],
+                echo: Echo) -> EmbedSummary:
+    """Resume bookkeeping shared by the engines: clear or resume the folder, get the class embeddings
+    (``class_emb_fn(resume)``), let the engine embed the pending shards (``stream_fn``, which marks
+    each finished part in ``clipcov.json``), then check completeness and merge the skip reports."""
     resume = record is not None and not cfg.overwrite
     if cfg.overwrite:
         _clear(layout)
@@ -200,10 +236,10 @@ def _embed(cfg, layout, loaded, vocab, shards, record, proposed, echo) -> EmbedS
     if resume and done:
         echo(f"resuming: {len(done)} of {len(manifest['parts'])} parts done, next {pending[0].stem}")
     start = time.perf_counter()
-    with _cpu_threads(cfg, loaded.device):
-        class_emb = _class_embeddings(layout, loaded, vocab, resume, cfg.batch_size, echo)
-        mf.write_manifest(layout.manifest, manifest)
-        manifest, read = _stream_parts(cfg, layout, loaded, pending, class_emb, manifest)
+    class_emb = class_emb_fn(resume)
+    mf.write_manifest(layout.manifest, manifest)
+    manifest, read = stream_fn(pending, class_emb, manifest)
+    _remove_stale_temps(layout)  # a worker killed mid-part (then retried) may have left temporary files
     left = [p for p in manifest["parts"] if p not in manifest["parts_done"]]
     if left:
         raise JobFailed(f"{len(left)} parts were not finished ({', '.join(left[:5])}): re-run to resume")
