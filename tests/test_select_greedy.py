@@ -84,3 +84,114 @@ def test_invalid_rows_never_selected_and_mean_mode_is_exact_without_threshold():
     exact = ClipCovSelector(tau=-2.0, r_mode="exact").select(emb, 30)
     mean = ClipCovSelector(tau=-2.0, r_mode="mean").select(emb, 30)
     np.testing.assert_allclose(exact.terms["r"], mean.terms["r"], atol=1e-6)
+
+
+@pytest.mark.parametrize("seed,tau,spread,d", [(0, 0.0, 1.0, 16), (1, 0.15, 1.5, 16), (2, 0.0, 3.0, 8), (3, 0.3, 2.0, 32)])
+def test_batched_exact_stage_equals_plain_greedy(seed, tau, spread, d):
+    """Classes large enough that the kernel evaluates candidates in float32 batches against hundreds of
+    members (and recomputes the pairs near or below tau exactly): still the plain greedy, bit for bit."""
+    V, T, labels, Z = clustered(700, d, 2, seed=seed, spread=spread)
+    emb, sel = run_clipcov(V, T, labels, Z, 500, tau)
+    picks, gains = plain_greedy(V, T, labels, sel.all_scores, 500, tau)
+    assert sel.indices.tolist() == picks.tolist()
+    assert sel.score.tolist() == gains.tolist()
+
+
+def test_kernel_uses_batches_and_recomputes_low_pairs():
+    V, T, labels, Z = clustered(800, 8, 1, seed=7, spread=3.0)
+    a = np.random.default_rng(0).normal(size=800) * 0.01
+    g = ClassGreedy(V, T, a, np.arange(800), tau=0.0)
+    g.extend(600)
+    bounds, single, batches, batched, pairs, redone = g.stats.tolist()
+    assert batches > 0 and batched >= batches and pairs > 0 and redone > 0
+
+
+def test_exact_sums_do_not_depend_on_order():
+    from clipcov_cli.select.clipcov.terms import exact_add
+
+    rng = np.random.default_rng(3)
+    V, T, _, _ = clustered(400, 32, 1, seed=3, spread=2.0)
+    x = (V.astype(np.float64) @ T.astype(np.float64).T).ravel()  # exact products of float16 rows
+    sums = []
+    for _ in range(3):
+        hi, lo = np.zeros(1), np.zeros(1)
+        for v in rng.permutation(x):
+            hi, lo = exact_add(hi, lo, np.array([v]))
+        sums.append(float((hi + lo)[0]))
+    from fractions import Fraction
+
+    exact = sum(Fraction(float(v)) for v in x)
+    assert sums[0] == sums[1] == sums[2] == float(exact)
+
+
+def test_workers_and_grouping_do_not_change_the_result():
+    V, T, labels, Z = clustered(600, 16, 5, seed=11, spread=1.2)
+    emb = embedding_set(V, T, labels, Z)
+    one = ClipCovSelector(workers=1).select(emb, 200)
+    two = ClipCovSelector(workers=2).select(emb, 200)
+    assert one.indices.tolist() == two.indices.tolist() and one.score.tolist() == two.score.tolist()
+    for name in one.terms:
+        assert np.array_equal(one.terms[name], two.terms[name], equal_nan=True)
+
+
+def test_grouped_copy_and_sums():
+    from clipcov_cli.select.clipcov.scan import group_from_arrays
+
+    V, T, labels, Z = clustered(300, 8, 4, seed=2, spread=1.0)
+    V = V.copy()
+    V[5] = np.nan
+    T[9] = 0
+    g = group_from_arrays(V, T, labels, 4, workers=2)
+    assert g.nan == 1 and g.zero == 1 and not g.valid[5] and not g.valid[9] and g.valid.sum() == 298
+    for k in range(4):
+        rows = g.order[g.starts[k]: g.starts[k + 1]]
+        assert (labels[rows] == k).all() and (np.diff(rows) > 0).all()
+        U, W = g.block(k)
+        assert np.array_equal(U, V[rows].view(np.uint16)) and np.array_equal(W, T[rows].view(np.uint16))
+    np.testing.assert_array_equal(g.sum_v, V[g.valid].astype(np.float64).sum(0))
+
+
+@pytest.mark.parametrize("stateful", [True, False])
+def test_merge_extensions_in_place_and_by_rerun_equal_plain_greedy(monkeypatch, stateful):
+    """Tiny first quotas force the merge to extend classes: in place (large classes, local threads)
+    or by re-running the unit with a larger quota; both give the plain greedy."""
+    import clipcov_cli.select.methods.clipcov as mod
+
+    monkeypatch.setattr(mod, "QUOTA_FACTOR", 0.05)
+    monkeypatch.setattr(mod, "STATE_QUOTA_FACTOR", 0.05)
+    monkeypatch.setattr(mod, "STATE_MIN_ROWS", 1 if stateful else 10**9)
+    V, T, labels, Z = clustered(500, 12, 4, seed=13, spread=1.5)
+    emb = embedding_set(V, T, labels, Z)
+    sel = ClipCovSelector(tau=0.0, r_mode="exact", workers=2).select(emb, 300)
+    picks, gains = plain_greedy(V, T, labels, sel.all_scores, 300, 0.0)
+    assert sel.indices.tolist() == picks.tolist() and sel.score.tolist() == gains.tolist()
+
+
+def test_class_major_copy_file_equals_reading_the_parts(tmp_path):
+    """The scan's class-major copy (a temporary file, for corpora larger than memory) and reading
+    the parts directly give the same rows, sums and flags; float32 parts are rounded to float16."""
+    from clipcov_cli.select.clipcov.scan import NpyPart, group_from_parts
+    from tests.select_helpers import write_embeddings_folder
+
+    V, T, labels, Z = clustered(500, 8, 5, seed=4, spread=1.0)
+    V = V.astype(np.float32)
+    V[17] = np.nan
+    keys = np.array([f"{i:09d}" for i in range(500)])
+    root = write_embeddings_folder(tmp_path / "e", V, T, keys, labels, np.zeros(500), parts=3)
+    bounds = np.linspace(0, 500, 4).astype(int)
+    parts = [(NpyPart.open(root / "img_emb" / f"img_emb_{p:05d}.npy"), NpyPart.open(root / "text_emb" / f"text_emb_{p:05d}.npy"),
+              int(bounds[p])) for p in range(3)]
+    direct = group_from_parts(parts, labels, 5, workers=2, copy=False)
+    copied = group_from_parts(parts, labels, 5, workers=2, copy=True, tmpdir=str(tmp_path))
+    try:
+        assert copied.path is not None and direct.path is None
+        assert direct.nan == copied.nan == 1 and np.array_equal(direct.valid, copied.valid)
+        assert np.array_equal(direct.sum_v, copied.sum_v) and np.array_equal(direct.sum_t, copied.sum_t)
+        for k in range(5):
+            a, b = direct.block(k), copied.block(k)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+            rows = direct.order[direct.starts[k]: direct.starts[k + 1]]
+            assert np.array_equal(a[0], V[rows].astype(np.float16).view(np.uint16))
+    finally:
+        copied.cleanup()
+    assert not any(tmp_path.glob("clipcov-select-*"))

@@ -15,7 +15,8 @@ Examples:\n\n
   clipcov select cc3m/embeddings --budget 300k --method clip-score --out subsets/clipscore-300k\n\n
   clipcov select cc3m/ --budget 1.5M --method semdedup --out subsets/semdedup\n\n
   clipcov select cc3m/ --budget 10% --dry-run                 # class histogram, nothing written\n\n
-  clipcov select cc3m/ --budget 10% --out s/ --print-keys | wc -l
+  clipcov select cc3m/ --budget 10% --out s/ --print-keys | wc -l\n\n
+  clipcov select cc3m/ --budget 10% --out s/ --engine ray --ray-address auto   # per-class work on a Ray cluster
 """
 
 
@@ -38,6 +39,10 @@ def select(
     print_keys: bool = typer.Option(False, "--print-keys", help="Write the selected keys to stdout, one per line."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the class histogram and the budget; write nothing."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    engine: str = typer.Option("local", help="Where ClipCov's per-class work runs: local (threads) or ray (tasks)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster to join ('auto': the running one); default: start a local Ray instance."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local threads for ClipCov's classes and the reading pass (default: the CPU count)."),
 ) -> None:
     """Select a subset at a budget with ClipCov (default) or a baseline."""
     from clipcov_cli.select.runner import SelectConfig, run_select
@@ -45,7 +50,7 @@ def select(
     params = dict(seed=seed, alpha=alpha, beta=beta, gamma=gamma, tau=tau, r_mode=r_mode, clusters=clusters,
                   iterations=iterations, batch=batch, repeats=repeats, temperature=temperature)
     cfg = SelectConfig(input=input, out=out, budget=budget, method=method, params=tuple(params.items()),
-                       dry_run=dry_run, overwrite=overwrite)
+                       dry_run=dry_run, overwrite=overwrite, engine=engine, workers=workers, ray_address=ray_address)
     with err_console.status(f"selecting with {method} ..."):
         result = run_select(cfg)
     err_console.print(result.table)

@@ -30,6 +30,7 @@ class EmbeddingSet:
     pseudo_label: np.ndarray | None = None  # (n,) int64 class index
     label_sim: np.ndarray | None = None  # (n,) float32: <t_i, z_{y_i}>
     num_classes: int | None = None
+    prepared: object | None = None  # method-specific data made while reading (ClipCov: GroupedRows)
 
     @property
     def n(self) -> int:

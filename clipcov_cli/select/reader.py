@@ -120,6 +120,18 @@ def _valid_rows(img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, int, int]
     return valid, nan, zero
 
 
+def _same_keys(label_keys, meta_keys, meta_np: np.ndarray) -> bool:
+    if meta_keys is not None and label_keys.type == meta_keys.type and label_keys.equals(meta_keys):
+        return True
+    return label_keys.to_numpy(zero_copy_only=False).astype(str).tolist() == meta_np.tolist()
+
+
+def _check_unique(keys: np.ndarray) -> None:
+    uniq, counts = np.unique(keys, return_counts=True)
+    if len(uniq) != len(keys):
+        raise ClipcovError(f"duplicate keys in the embeddings folder ({int((counts > 1).sum())} keys, e.g. {uniq[counts > 1][0]!r})")
+
+
 def _fingerprint(root: Path, parts: list[str]) -> str:
     """sha256 of clipcov.json and of every part file's name and size (cheap: no embedding is hashed)."""
     h = hashlib.sha256()
@@ -134,9 +146,45 @@ def _fingerprint(root: Path, parts: list[str]) -> str:
     return h.hexdigest()
 
 
-def open_embeddings(path: Path, tmpdir: list) -> tuple[EmbeddingSet, EmbeddingsInfo]:
-    """Read an embeddings folder. ``tmpdir`` (a list) receives a TemporaryDirectory the caller keeps
-    alive while the returned arrays are in use, when a temporary concatenation was needed."""
+class PartsView:
+    """Several parts seen as one (n, d) array without copying: slices and index arrays only."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.bounds = np.cumsum([0] + [a.shape[0] for a in arrays])
+        self.shape = (int(self.bounds[-1]), int(arrays[0].shape[1]))
+        self.dtype = np.result_type(*arrays)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.concatenate(self.arrays)
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            rows = np.arange(*key.indices(self.shape[0]))
+        else:
+            rows = np.asarray(key)
+            if rows.dtype == bool:
+                rows = np.flatnonzero(rows)
+        part = np.searchsorted(self.bounds, rows, side="right") - 1
+        out = np.empty((len(rows), self.shape[1]), self.dtype)
+        for p in np.unique(part):
+            sel = part == p
+            out[sel] = self.arrays[p][rows[sel] - self.bounds[p]]
+        return out
+
+
+def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, workers: int = 1) -> tuple[EmbeddingSet, EmbeddingsInfo]:
+    """Read an embeddings folder. ``tmpdir`` (a list) receives objects with a ``cleanup()`` the caller
+    keeps alive while the returned arrays are in use (a temporary concatenation or grouped copy).
+
+    ``group_by_label`` (ClipCov): when labels are present, nothing is concatenated; one pass over the
+    parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and copies the rows into
+    class-major order, handed to the method as ``EmbeddingSet.prepared``."""
     root = resolve_embeddings_dir(path)
     meta = _load_meta(root)
     if meta is not None and meta.get("complete") is False:
@@ -158,30 +206,41 @@ def open_embeddings(path: Path, tmpdir: list) -> tuple[EmbeddingSet, EmbeddingsI
             raise ClipcovError(f"part {part}: row counts differ (image {img.shape[0]}, text {txt.shape[0]}, metadata {n_meta})")
         if img.shape[1] != txt.shape[1] or (imgs and img.shape[1] != imgs[0].shape[1]):
             raise ClipcovError(f"part {part}: embedding dimensions differ ({img.shape[1]} vs {txt.shape[1]})")
-        k = (pq.read_table(mpath, columns=[key_col])[key_col].to_numpy(zero_copy_only=False).astype(str)
-             if key_col else np.array([f"{part}:{i}" for i in range(n_meta)]))
+        kcol = pq.read_table(mpath, columns=[key_col])[key_col] if key_col else None
+        k = kcol.to_numpy(zero_copy_only=False).astype(str) if key_col else np.array([f"{part}:{i}" for i in range(n_meta)])
         imgs.append(img), txts.append(txt), keys.append(k)
         lpath = root / "labels" / f"labels_{part}.parquet"
         if has_labels and lpath.exists():
             lt = pq.read_table(lpath, columns=["key", "pseudo_label", "label_sim"])
-            if lt.num_rows != n_meta or lt["key"].to_numpy(zero_copy_only=False).astype(str).tolist() != k.tolist():
+            if lt.num_rows != n_meta or not _same_keys(lt["key"], kcol, k):
                 raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; re-run `clipcov embed --relabel`")
             labels.append(lt["pseudo_label"].to_numpy().astype(np.int64))
             sims.append(lt["label_sim"].to_numpy().astype(np.float32))
         else:
             has_labels = False
     all_keys = np.concatenate(keys)
-    uniq, counts = np.unique(all_keys, return_counts=True)
-    if len(uniq) != len(all_keys):
-        raise ClipcovError(f"duplicate keys in the embeddings folder ({int((counts > 1).sum())} keys, e.g. {uniq[counts > 1][0]!r})")
-    img, txt = _concat(imgs, tmpdir), _concat(txts, tmpdir)
-    valid, nan, zero = _valid_rows(img, txt)
+    _check_unique(all_keys)
     class_names = tuple(((meta or {}).get("classes") or {}).get("names") or ()) or None
     num_classes = ((meta or {}).get("classes") or {}).get("count")
-    emb = EmbeddingSet(img=img, txt=txt, keys=all_keys, valid=valid,
-                       pseudo_label=np.concatenate(labels) if has_labels else None,
+    pseudo_label = np.concatenate(labels) if has_labels else None
+    prepared = None
+    if group_by_label and has_labels:
+        from clipcov_cli.select.clipcov.scan import NpyPart, group_from_parts
+
+        firsts = np.cumsum([0] + [a.shape[0] for a in imgs])
+        parts_rw = [(NpyPart.open(root / "img_emb" / f"img_emb_{p}.npy"), NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"),
+                     int(firsts[i])) for i, p in enumerate(parts)]
+        prepared = group_from_parts(parts_rw, pseudo_label, int(pseudo_label.max()) + 1 if len(pseudo_label) else 1,
+                                    workers=workers)
+        tmpdir.append(prepared)
+        img, txt = (imgs[0], txts[0]) if len(imgs) == 1 else (PartsView(imgs), PartsView(txts))
+        valid, nan, zero = prepared.valid, prepared.nan, prepared.zero
+    else:
+        img, txt = _concat(imgs, tmpdir), _concat(txts, tmpdir)
+        valid, nan, zero = _valid_rows(img, txt)
+    emb = EmbeddingSet(img=img, txt=txt, keys=all_keys, valid=valid, pseudo_label=pseudo_label,
                        label_sim=np.concatenate(sims) if has_labels else None,
-                       num_classes=num_classes)
+                       num_classes=num_classes, prepared=prepared)
     info = EmbeddingsInfo(root=root.resolve(), parts=tuple(parts), meta=meta, has_labels=has_labels,
                           excluded_nan=nan, excluded_zero=zero, fingerprint=_fingerprint(root, parts),
                           class_names=class_names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ import pyarrow as pa
 from rich.table import Table
 
 from clipcov_cli import __version__
+from clipcov_cli.distribute import ENGINES
+from clipcov_cli.distribute.factory import require_ray
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection
 from clipcov_cli.select.methods import METHODS, make_selector
@@ -29,6 +32,9 @@ class SelectConfig:
     params: tuple[tuple[str, object], ...] = ()  # the method's parameters (name, value)
     dry_run: bool = False
     overwrite: bool = False
+    engine: str = "local"  # where per-class work runs (ClipCov); the output does not depend on it
+    workers: int | None = None
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,17 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     t0 = time.time()
     _check(cfg)
     budget_spec = parse_budget(cfg.budget)
-    selector = make_selector(cfg.method, **dict(cfg.params))
+    if cfg.engine not in ENGINES:
+        raise ClipcovError(f"unknown --engine {cfg.engine!r}: use one of {', '.join(ENGINES)}")
+    if cfg.engine == "ray":
+        require_ray()
+    selector = make_selector(cfg.method, **dict(cfg.params), engine=cfg.engine, workers=cfg.workers,
+                             ray_address=cfg.ray_address)
+    workers = max(1, int(cfg.workers or os.cpu_count() or 1))
     keep_alive: list = []
-    emb, info = open_embeddings(cfg.input, keep_alive)
+    emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
+                                workers=workers)
+    _profile(f"read {time.time() - t0:.2f} s")
     try:
         if cfg.method == "clipcov" and not info.has_labels:
             raise ClipcovError(f"{info.root} has no labels/ (clip-retrieval output?): run "
@@ -78,12 +92,21 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             "tool_version": __version__,
             "wall_time_s": round(time.time() - t0, 3),
         }
+        _profile(f"selected {time.time() - t0:.2f} s")
         write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
+        _profile(f"written {time.time() - t0:.2f} s")
         table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
         return SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
     finally:
         for tmp in keep_alive:
             tmp.cleanup()
+
+
+def _profile(msg: str) -> None:
+    if os.environ.get("CLIPCOV_SELECT_PROFILE"):
+        import sys
+
+        print(f"[clipcov select] {msg}", file=sys.stderr)
 
 
 def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:

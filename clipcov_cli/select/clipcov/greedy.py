@@ -14,9 +14,10 @@ negative, bounds are not valid, and the class falls back to recomputing every ga
 (still exact, vectorized).
 
 Exactness against the plain greedy: the s values are exact (see ``terms.cross_dots``), redundancy
-sums are accumulated in selection order one term at a time (``np.add.accumulate``), and the gain is
-the same expression — so lazy and plain produce bit-identical gains and the same picks, ties
-included (lower example index first).
+sums are kept *exactly* (an unevaluated float64 pair hi + lo, see ``terms.exact_add``) and a gain is
+``a_j - fl(hi + lo) / n_k``: the correctly rounded exact sum, whatever order the terms were added in
+or however they were grouped (the lazy kernel adds a whole block of members at once). Lazy and plain
+therefore produce bit-identical gains and the same picks, ties included (lower example index first).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipcov_cli.select.clipcov import lazy_kernel
-from clipcov_cli.select.clipcov.terms import cross_similarity, marginal_gain
+from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 
 
 
@@ -48,7 +49,9 @@ class ClassGreedy:
         self._picks = np.empty(self.m, np.int64)
         self._gains = np.empty(self.m, np.float64)
         self._n = 0
-        self.red = np.zeros(self.m, np.float64)
+        self.red_hi = np.zeros(self.m, np.float64)  # exact redundancy sums: hi + lo
+        self.red_lo = np.zeros(self.m, np.float64)
+        d = self.V.shape[1]
         if self.lazy:
             self.seen = np.zeros(self.m, np.int64)
             self.bnd = np.full(self.m, -1, np.int64)
@@ -56,8 +59,12 @@ class ClassGreedy:
             self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
             lazy_kernel.heapify(self._hk, self._hi)
             self._size = self.m
-            self._PV = np.zeros((1, V.shape[1]), np.float64)  # prefix sums of selected rows
-            self._PT = np.zeros((1, V.shape[1]), np.float64)
+            self._eps = lazy_kernel.float32_dot_error_bound(d)
+            self._PV = np.zeros((1, d), np.float64)  # prefix sums of selected rows
+            self._PT = np.zeros((1, d), np.float64)
+            self.stats = np.zeros(6, np.int64)  # see lazy_kernel.lazy_extend
+            self._SV = np.zeros((0, d), np.float32)  # selected rows, in selection order
+            self._ST = np.zeros((0, d), np.float32)
         else:
             self.taken = np.zeros(self.m, bool)
 
@@ -77,26 +84,33 @@ class ClassGreedy:
         """Compute up to ``count`` more picks (fewer if the class runs out)."""
         target = min(self.m, self._n + count)
         if self.lazy:
-            if self._PV.shape[0] < target + 1:
-                grow = min(self.m, max(target, 2 * self._PV.shape[0])) + 1
-                extra = np.zeros((grow - self._PV.shape[0], self.V.shape[1]), np.float64)
-                self._PV = np.concatenate([self._PV, extra])
-                self._PT = np.concatenate([self._PT, extra])
+            if self._SV.shape[0] < target:
+                cap = min(self.m, max(target, 2 * self._SV.shape[0]))
+                self._PV, self._PT = (_grow(P, cap + 1) for P in (self._PV, self._PT))
+                self._SV, self._ST = (_grow(S, cap) for S in (self._SV, self._ST))
             self._size, self._n = lazy_kernel.lazy_extend(
-                self.V, self.T, self.a, self.tau, target, self._hk, self._hi, self._size, self.seen, self.bnd,
-                self.red, self._PV, self._PT, self._picks, self._gains, self._n)
+                self.V, self.T, self.a, self.tau, self._eps, target, self._hk, self._hi, self._size, self.seen,
+                self.bnd, self.red_hi, self.red_lo, self._PV, self._PT, self._SV, self._ST, self._picks,
+                self._gains, self._n, self.stats)
         else:
             while self._n < target:
                 self._step_plain()
 
     def _step_plain(self) -> None:
-        gains = marginal_gain(self.a, self.red, self.m)
+        gains = marginal_gain(self.a, self.red_hi + self.red_lo, self.m)
         gains = np.where(self.taken, -np.inf, gains)
         j = int(np.argmax(gains))  # first maximum: lowest local position = lowest example index
         self.taken[j] = True
         self._picks[self._n], self._gains[self._n] = j, gains[j]
         self._n += 1
-        self.red += cross_similarity(self.V, self.T, self.V[j: j + 1], self.T[j: j + 1], self.tau)[:, 0]
+        s = cross_similarity(self.V, self.T, self.V[j: j + 1], self.T[j: j + 1], self.tau)[:, 0]
+        self.red_hi, self.red_lo = exact_add(self.red_hi, self.red_lo, s)
+
+
+def _grow(A: np.ndarray, rows: int) -> np.ndarray:
+    out = np.zeros((rows,) + A.shape[1:], A.dtype)
+    out[: A.shape[0]] = A
+    return out
 
 
 @dataclass(frozen=True)
@@ -135,15 +149,15 @@ def plain_greedy(V: np.ndarray, T: np.ndarray, labels: np.ndarray, a: np.ndarray
     (ties: lower example index). O(B n d); for tests on small inputs."""
     n = len(a)
     sizes = np.bincount(labels)
-    red = np.zeros(n, np.float64)
+    hi, lo = np.zeros(n, np.float64), np.zeros(n, np.float64)  # exact redundancy sums
     taken = np.zeros(n, bool)
     picks, gains = [], []
     for _ in range(budget):
-        g = np.where(taken, -np.inf, marginal_gain(a, red, sizes[labels]))
+        g = np.where(taken, -np.inf, marginal_gain(a, hi + lo, sizes[labels]))
         j = int(np.argmax(g))
         picks.append(j), gains.append(float(g[j]))
         taken[j] = True
         same = labels == labels[j]
         s = cross_similarity(V[same], T[same], V[j: j + 1], T[j: j + 1], tau)[:, 0]
-        red[same] = red[same] + s
+        hi[same], lo[same] = exact_add(hi[same], lo[same], s)
     return np.array(picks, np.int64), np.array(gains, np.float64)

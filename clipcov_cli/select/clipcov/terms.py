@@ -80,6 +80,18 @@ def modular_score(r: np.ndarray, e: np.ndarray, l: np.ndarray, c: np.ndarray, al
     return r + alpha * e + beta * l - gamma * c
 
 
+def exact_add(hi: np.ndarray, lo: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) + x with no rounding error: TwoSum puts hi + x's rounding error into lo.
+
+    Used for redundancy sums, whose terms are multiples of 2**-48 below 2 in magnitude: the errors
+    are multiples of 2**-48 too and stay far below 2**5, so ``lo`` holds them exactly and hi + lo is
+    the exact sum; ``hi + lo`` (one rounding) is then the correctly rounded sum, independent of the
+    order and grouping of the terms."""
+    s = hi + x
+    bp = s - hi
+    return s, lo + ((hi - (s - bp)) + (x - bp))
+
+
 def marginal_gain(a_j: float | np.ndarray, redundancy_sum: float | np.ndarray, m: int):
     """gain(j | S) = a_j - (1/n_k) sum_{l in S_k} s_jl, given the redundancy sum."""
     return a_j - redundancy_sum / m

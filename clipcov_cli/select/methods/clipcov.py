@@ -1,12 +1,19 @@
-"""ClipCov: the exact greedy of the spec, class by class, streamed from (memory-mapped) embeddings.
+"""ClipCov: the exact greedy of the spec, class by class.
 
-Never materializes an n_k x n_k matrix (exact thresholded r is computed in row blocks), keeps memory
-O(n + one class), and computes each class independently (see ``select/clipcov/greedy.py``).
+One pass over the embeddings (``clipcov/scan.py``) flags invalid rows, sums the corpus and copies the
+rows into class-major order; each class is then a unit of work (``clipcov/units.py``: its terms and
+its greedy sequence) run through the distributor seam (local threads or Ray tasks), and the
+per-class sequences are merged by gain (``clipcov/greedy.py``). Never materializes an n_k x n_k
+matrix (exact thresholded r is computed in row blocks); memory is O(n) plus the classes in flight.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -14,28 +21,45 @@ import numpy as np
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
-from clipcov_cli.select.clipcov import terms
-from clipcov_cli.select.clipcov.greedy import ClassGreedy, merge_sequences
-from clipcov_cli.select.methods._common import chunks
+from clipcov_cli.select.clipcov.blas import blas_threads
+from clipcov_cli.select.clipcov.greedy import merge_sequences
+from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
+from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
 
 R_MODES = ("auto", "exact", "mean")
-# auto: exact thresholded r while sum_k n_k^2 d stays under this many multiply-adds (~ a minute on 2 cores)
-AUTO_EXACT_MACS = 2e12
+# auto: exact thresholded r while sum_k n_k^2 d stays under this many multiply-adds (a few seconds on 2 cores)
+AUTO_EXACT_MACS = 1e11
+# a class' sequence is first computed to QUOTA_FACTOR x its share of the budget (+16); the merge
+# re-runs a class that runs out with 25% more. Greedy cost grows with the square of the quota.
+QUOTA_FACTOR = 1.1
+# large classes run on local threads keep their greedy state for the merge to extend in place
+STATE_QUOTA_FACTOR = 1.0  # their first quota: just their share (+16); extending them costs no recomputation
+STATE_MIN_ROWS = 20_000
+STATE_MEMORY_SHARE = 0.25
+STATE_MEMORY_MAX = 4 << 30
 NO_THRESHOLD_BELOW = -1.01  # |<v,t>| <= ~1 for unit float16 rows: tau below this thresholds nothing
 
 
-@dataclass(frozen=True)
-class ClassTerms:
-    """The class' rows (float16 values held as float32) and the terms of a_j."""
+def _stateful_classes(blocks, d: int) -> set[int]:
+    """The largest classes whose greedy state (rows in float32 plus ~3 rows of state per pick) fits in
+    STATE_MEMORY_SHARE of the available memory, at most STATE_MEMORY_MAX bytes."""
+    from clipcov_cli.select.clipcov.scan import available_memory
 
-    index: np.ndarray
-    V: np.ndarray
-    T: np.ndarray
-    r: np.ndarray
-    e: np.ndarray
-    l: np.ndarray
-    c: np.ndarray
-    a: np.ndarray
+    budget = min(STATE_MEMORY_SHARE * available_memory(), STATE_MEMORY_MAX)
+    out, used = set(), 0.0
+    for k, rows, _ in sorted(blocks, key=lambda b: -len(b[1])):
+        need = len(rows) * d * 4 * 2 * 1.3
+        if len(rows) < STATE_MIN_ROWS or used + need > budget:
+            break
+        out.add(k)
+        used += need
+    return out
+
+
+def _profile(msg: str) -> None:
+    """Phase timings on stderr when CLIPCOV_SELECT_PROFILE is set (never in the output files)."""
+    if os.environ.get("CLIPCOV_SELECT_PROFILE"):
+        print(f"[clipcov select] {msg}", file=sys.stderr)
 
 
 def resolve_r_mode(r_mode: str, tau: float, sizes: np.ndarray, d: int) -> str:
@@ -47,30 +71,45 @@ def resolve_r_mode(r_mode: str, tau: float, sizes: np.ndarray, d: int) -> str:
     return r_mode
 
 
-class _RestartingClass:
-    """A class' greedy sequence that keeps only (picks, gains) between extensions: extending reloads
-    the rows and recomputes from the start with a larger quota (deterministic, same prefix), so
-    memory holds one class at a time."""
+class _ClassSequence:
+    """A class' greedy sequence as the merge sees it.
 
-    def __init__(self, load: Callable[[], ClassTerms], index: np.ndarray, tau: float, quota: int) -> None:
-        self._load, self.index, self.tau = load, index, tau
+    Large classes run locally keep their greedy's state, so the merge extends them in place, a few
+    picks at a time (their first quota is just their share of the budget). Other classes keep only
+    (picks, gains): extending re-runs the class' unit with 25% more (deterministic, same prefix), so
+    memory holds one such class at a time per worker; their first quota has 10% headroom so that
+    this is rare."""
+
+    def __init__(self, unit: ClassUnit, result: ClassResult, index: np.ndarray, rerun: Callable) -> None:
+        self.unit, self.index, self._rerun = unit, index, rerun
         self.m = len(index)
-        self.picks: list[int] = []
-        self.gains: list[float] = []
-        self._run(quota)
+        self.restarts = 0
+        self.extensions = 0
+        self._state = result.state
+        self.picks: list[int] = result.picks.tolist()
+        self.gains: list[float] = result.gains.tolist()
 
     @property
     def exhausted(self) -> bool:
         return len(self.picks) >= self.m
 
-    def _run(self, quota: int) -> None:
-        ct = self._load()
-        g = ClassGreedy(ct.V, ct.T, ct.a, ct.index, self.tau)
-        g.extend(quota)
-        self.picks, self.gains = g.picks, g.gains
+    def chunk(self) -> int:
+        n = len(self.picks)
+        return max(64, math.ceil(n / 64)) if self._state is not None else max(16, math.ceil(n / 4))
 
     def extend(self, count: int) -> None:
-        self._run(len(self.picks) + count)
+        if self._state is not None:
+            self.extensions += 1
+            self._state.extend(count)
+            self.picks, self.gains = self._state.picks, self._state.gains
+            return
+        self.restarts += 1
+        self.unit = self.unit.with_quota(min(self.m, len(self.picks) + count))
+        res = self._rerun(self.unit)
+        self.picks, self.gains = res.picks.tolist(), res.gains.tolist()
+
+    def release(self) -> None:
+        self._state = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +120,11 @@ class ClipCovSelector(Selector):
     gamma: float = 1.0
     tau: float = 0.0
     r_mode: str = "auto"
+    engine: str = "local"  # where the per-class units run (not a parameter of the method: same result)
+    workers: int | None = None  # local threads (default: the CPU count)
+    ray_address: str | None = None
     notes: list = field(default_factory=list, compare=False, repr=False)
+    stats: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.r_mode not in R_MODES:
@@ -93,57 +136,77 @@ class ClipCovSelector(Selector):
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
         if embeddings.pseudo_label is None or embeddings.label_sim is None:
             raise ClipcovError("ClipCov needs pseudo-labels: run `clipcov embed --relabel` on the embeddings folder first")
-        valid = np.flatnonzero(embeddings.valid)
-        labels = np.asarray(embeddings.pseudo_label)[valid].astype(np.int64)
-        order = np.argsort(labels, kind="stable")
-        classes, starts = np.unique(labels[order], return_index=True)
-        bounds = list(zip(classes.tolist(), starts.tolist(), list(starts[1:]) + [len(order)]))
-        sizes = np.diff(np.append(starts, len(order)))
-        sum_v, sum_t = self._sums(embeddings, valid)
+        from clipcov_cli.distribute import make_distributor
+
+        t0 = time.perf_counter()
+        labels_all = np.asarray(embeddings.pseudo_label).astype(np.int64)
+        grouped = embeddings.prepared if isinstance(embeddings.prepared, GroupedRows) else None
+        if grouped is None:  # a caller holding arrays: the same pass, in memory
+            grouped = group_from_arrays(embeddings.img, embeddings.txt, labels_all, int(labels_all.max()) + 1,
+                                        workers=self._workers())
+        valid_all = np.asarray(embeddings.valid) & grouped.valid
+        n_valid = int(valid_all.sum())
+        label_sim = np.asarray(embeddings.label_sim)
+        blocks = []  # (k, example indices of valid rows ascending, keep mask over the block)
+        for k in range(len(grouped.starts) - 1):
+            s, e = int(grouped.starts[k]), int(grouped.starts[k + 1])
+            if e > s:
+                rows = grouped.order[s:e]
+                keep = valid_all[rows]
+                if keep.any():
+                    blocks.append((k, rows[keep], keep))
+        sizes = np.array([len(rows) for _, rows, _ in blocks], np.int64)
         r_mode = resolve_r_mode(self.r_mode, self.tau, sizes, embeddings.d)
         self.notes.append(f"r computed with the '{r_mode}' method")
-        n_valid = len(valid)
+        remote = self.engine != "local"
+        if remote and not grouped.parts:
+            raise ClipcovError("--engine ray reads the rows from the embeddings folder's parts: open it from a folder")
 
+        units = []
+        stateful = set() if remote else _stateful_classes(blocks, embeddings.d)
+        for k, rows, keep in blocks:
+            factor = STATE_QUOTA_FACTOR if k in stateful else QUOTA_FACTOR
+            quota = min(len(rows), math.ceil(factor * budget * len(rows) / n_valid) + 16)
+            source = PartsSource(grouped.parts, rows) if remote else GroupedSource(grouped, k, keep)
+            units.append(ClassUnit(k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, grouped.sum_v,
+                                   grouped.sum_t, n_valid, label_sim[rows].astype(np.float32), source,
+                                   keep_state=k in stateful))
+        units.sort(key=lambda u: -len(u.label_sim))  # largest first: the longest unit starts first
+        index_of = {k: rows for k, rows, _ in blocks}
         cols = {name: np.full(embeddings.n, np.nan) for name in ("r", "e", "l", "c", "a")}
+        workers = self._workers()
+        # local threads: one BLAS thread each (the classes are the parallelism; a multi-threaded BLAS on the
+        # kernel's small products is several times slower); Ray tasks get 1 CPU each
+        with make_distributor(self.engine, workers, self.ray_address) as dist, \
+                (blas_threads(1) if not remote else nullcontext()):
+            def rerun(unit: ClassUnit) -> ClassResult:
+                return next(iter(dist.imap_unordered(run_class_unit, [unit])))[1]
 
-        def loader(rows: np.ndarray) -> Callable[[], ClassTerms]:
-            def load() -> ClassTerms:
-                ct = self._class_terms(embeddings, rows, sum_v, sum_t, n_valid, r_mode)
+            sources = {}
+            unit_seconds: list[float] = []
+            for i, res in dist.imap_unordered(run_class_unit, units):
+                rows = index_of[res.k]
                 for name in cols:  # O(n) record of every row's terms, for the output and summary
-                    cols[name][rows] = getattr(ct, name)
-                return ct
-
-            return load
-
-        sources = {}
-        for k, s, e in bounds:
-            rows = valid[order[s:e]]  # ascending example index within the class
-            quota = min(len(rows), math.ceil(1.5 * budget * len(rows) / n_valid) + 16)
-            sources[k] = _RestartingClass(loader(rows), rows, self.tau, quota)
-        merged = merge_sequences(sources, budget, chunk_of=lambda g: max(16, len(g.picks)))
+                    cols[name][rows] = getattr(res, name)
+                sources[res.k] = _ClassSequence(units[i], res, rows, rerun)
+                self.stats.append(res.stats)
+                unit_seconds.append(res.seconds)
+            t_units = time.perf_counter()
+            merged = merge_sequences(dict(sorted(sources.items())), budget, chunk_of=lambda g: g.chunk())
+        restarts = sum(g.restarts for g in sources.values())
+        extensions = sum(g.extensions for g in sources.values())
+        for g in sources.values():
+            g.release()
+        close_maps()
+        _profile(f"units {t_units - t0:.2f} s, merge {time.perf_counter() - t_units:.2f} s ({restarts} restarts, "
+                 f"{extensions} in-place extensions of {len(stateful)} large classes); units' own time: largest "
+                 f"{max(unit_seconds, default=0):.2f} s, sum {sum(unit_seconds):.2f} s; "
+                 f"kernel counters {np.sum([st for st in self.stats], axis=0).tolist()}")
+        self.stats.append(np.array([restarts], np.int64))
         idx = merged.index
-        terms_out = {"class": np.asarray(embeddings.pseudo_label)[idx].astype(np.int64)}
+        terms_out = {"class": labels_all[idx]}
         terms_out.update({name: arr[idx] for name, arr in cols.items()})
         return Selection(indices=idx, score=merged.gain, terms=terms_out, all_scores=cols["a"])
 
-    @staticmethod
-    def _sums(emb: EmbeddingSet, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sum_v = np.zeros(emb.d, np.float64)
-        sum_t = np.zeros(emb.d, np.float64)
-        mask = emb.valid
-        for sl in chunks(emb.n):
-            m = mask[sl]
-            sum_v += np.asarray(emb.img[sl], np.float64)[m].sum(axis=0)
-            sum_t += np.asarray(emb.txt[sl], np.float64)[m].sum(axis=0)
-        return sum_v, sum_t
-
-    def _class_terms(self, emb: EmbeddingSet, rows: np.ndarray, sum_v, sum_t, n_valid: int, r_mode: str) -> ClassTerms:
-        # float16 values (exactly representable in float32) make the greedy's dot products exact
-        V = np.asarray(emb.img[rows]).astype(np.float16).astype(np.float32)
-        T = np.asarray(emb.txt[rows]).astype(np.float16).astype(np.float32)
-        r = terms.representativeness_mean(V, T) if r_mode == "mean" else terms.representativeness_exact(V, T, self.tau)
-        e = terms.alignment(V, T)
-        l = np.asarray(emb.label_sim)[rows].astype(np.float64)
-        c = terms.center_term(V, T, sum_v - V.astype(np.float64).sum(0), sum_t - T.astype(np.float64).sum(0), n_valid - len(rows))
-        a = terms.modular_score(r, e, l, c, self.alpha, self.beta, self.gamma)
-        return ClassTerms(rows, V, T, r, e, l, c, a)
+    def _workers(self) -> int:
+        return max(1, int(self.workers or os.cpu_count() or 1))

@@ -1,0 +1,22 @@
+"""One BLAS thread per per-class worker thread, through threadpoolctl.
+
+numba's ``np.dot`` calls scipy's OpenBLAS, which threadpoolctl only sees once it is loaded, so it
+is loaded first. The classes are the parallelism; a multi-threaded BLAS on the kernel's small
+products oversubscribes the cores (measured several times slower on 2 cores)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS numba calls)
+    except ImportError:
+        pass
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield

@@ -1,0 +1,319 @@
+"""One sequential pass over the embeddings that prepares ClipCov's class-by-class work.
+
+For each chunk of rows (read with plain file reads, so a CC12M-size corpus never counts in resident
+memory as a memory map would): flag NaN / inf and zero-norm rows and add the valid rows to the
+corpus sums (exact: sums of float16 values in float64). The class-major order of the rows
+(``GroupedRows.order``/``starts``: each class' rows in ascending example index) comes from the labels.
+
+A class' rows are then read by the unit that needs them (``GroupedRows.block``):
+- from the parts themselves (default): a gather through a memory map of each part, kept open for
+  the selection (each page faulted in once) — fine while the parts fit in the page cache (their
+  pages then count in resident memory), and what a Ray task does;
+- from a class-major copy made during the scan, when the corpus is larger than about half the
+  available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache, not
+  resident memory) so that each class is one contiguous read instead of a gather over the whole
+  corpus from disk. (In memory for arrays handed in by a caller, e.g. tests.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
+CHUNK_ROWS = 1 << 15
+F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
+
+
+@njit(cache=True, nogil=True)
+def _scan_chunk(U, W, lut, valid, sum_v, sum_t):
+    """Flag rows (NaN/inf in either modality, else zero norm in either) and add valid rows to the sums.
+    Returns (nan, zero) counts. U, W: float16 bit patterns (uint16)."""
+    nan = 0
+    zero = 0
+    d = U.shape[1]
+    for i in range(U.shape[0]):
+        bad = False
+        zu = True
+        zw = True
+        for q in range(d):
+            u = U[i, q]
+            w = W[i, q]
+            if (u & 0x7C00) == 0x7C00 or (w & 0x7C00) == 0x7C00:
+                bad = True
+            if (u & 0x7FFF) != 0:
+                zu = False
+            if (w & 0x7FFF) != 0:
+                zw = False
+        if bad:
+            valid[i] = False
+            nan += 1
+        elif zu or zw:
+            valid[i] = False
+            zero += 1
+        else:
+            valid[i] = True
+            for q in range(d):
+                sum_v[q] += lut[U[i, q]]
+                sum_t[q] += lut[W[i, q]]
+    return nan, zero
+
+
+@njit(cache=True, nogil=True)
+def to_float32(U, lut):
+    """float16 bit patterns (uint16, 2-D) to float32 values (exact)."""
+    out = np.empty(U.shape, np.float32)
+    for i in range(U.shape[0]):
+        for q in range(U.shape[1]):
+            out[i, q] = lut[U[i, q]]
+    return out
+
+
+@njit(cache=True)
+def _class_positions(labels, k):
+    """Class-major position of every row (ascending row index within a class) and class starts."""
+    counts = np.zeros(k, np.int64)
+    for y in labels:
+        counts[y] += 1
+    starts = np.zeros(k + 1, np.int64)
+    for c in range(k):
+        starts[c + 1] = starts[c] + counts[c]
+    cursor = starts[:k].copy()
+    dest = np.empty(labels.shape[0], np.int64)
+    for i in range(labels.shape[0]):
+        dest[i] = cursor[labels[i]]
+        cursor[labels[i]] += 1
+    return dest, starts
+
+
+def as_f16_bits(a: np.ndarray) -> np.ndarray:
+    """Rows as float16 bit patterns (float32 input is rounded to float16 first, as ClipCov specifies)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype != np.float16:
+        a = a.astype(np.float16)
+    return a.view(np.uint16)
+
+
+@dataclass(frozen=True)
+class NpyPart:
+    """A 2-D .npy file read by offset (no memory map)."""
+
+    path: str
+    offset: int  # byte offset of the data
+    rows: int
+    dim: int
+    dtype: str
+
+    @staticmethod
+    def open(path) -> "NpyPart":
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{path}: expected a C-ordered 2-D array")
+        return NpyPart(str(path), offset, int(shape[0]), int(shape[1]), np.dtype(dtype).str)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        dt = np.dtype(self.dtype)
+        return np.fromfile(self.path, dtype=dt, count=(stop - start) * self.dim,
+                           offset=self.offset + start * self.dim * dt.itemsize).reshape(stop - start, self.dim)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by index (ascending), through a memory map kept open in this process (one per file,
+        see ``close_maps``): each page is faulted in once for the whole selection, not once per class."""
+        return np.array(_mapped(self)[rows])
+
+
+_MAPS: dict = {}
+_MAPS_LOCK = threading.Lock()
+
+
+def _mapped(part: NpyPart) -> np.ndarray:
+    with _MAPS_LOCK:
+        arr = _MAPS.get(part.path)
+        if arr is None:
+            arr = _MAPS[part.path] = np.load(part.path, mmap_mode="r")
+        return arr
+
+
+def close_maps() -> None:
+    """Drop this process' memory maps of the parts (their pages leave the resident set)."""
+    with _MAPS_LOCK:
+        _MAPS.clear()
+
+
+@dataclass
+class GroupedRows:
+    """The corpus' rows in class-major order (float16 bit patterns), with the corpus sums."""
+
+    order: np.ndarray  # (n,) example index of each grouped position
+    starts: np.ndarray  # (K + 1,) class k occupies [starts[k], starts[k+1])
+    valid: np.ndarray  # (n,) by example index
+    sum_v: np.ndarray
+    sum_t: np.ndarray
+    nan: int
+    zero: int
+    d: int
+    img: np.ndarray | None = None  # (n, d) uint16, in memory
+    txt: np.ndarray | None = None
+    path: str | None = None  # else: a file holding img then txt blocks, each (n, d) uint16
+    parts: tuple = ()  # ((NpyPart img, NpyPart txt, first row), ...): the source, for remote workers
+    _tmp: object = field(default=None, repr=False)
+
+    def block(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Class k's rows (uint16 bit patterns), all of them (valid or not), ascending example index."""
+        s, e = int(self.starts[k]), int(self.starts[k + 1])
+        if self.img is not None:
+            return self.img[s:e], self.txt[s:e]
+        if self.path is None:
+            return gather_parts(self.parts, np.sort(self.order[s:e]))
+        n, row = len(self.order), self.d * 2
+        V = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=s * row).reshape(e - s, self.d)
+        T = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=(n + s) * row).reshape(e - s, self.d)
+        return V, T
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class _Sink:
+    def __init__(self, n: int, d: int, in_memory: bool, tmpdir: str | None) -> None:
+        self.n, self.d = n, d
+        self.tmp = None
+        if in_memory:
+            self.img = np.empty((n, d), np.uint16)
+            self.txt = np.empty((n, d), np.uint16)
+            self.path = None
+        else:
+            self.img = self.txt = None
+            self.tmp = tempfile.TemporaryDirectory(prefix="clipcov-select-", dir=tmpdir)
+            self.path = str(Path(self.tmp.name) / "grouped.u16")
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.ftruncate(self.fd, 2 * n * d * 2)
+
+    def put(self, U: np.ndarray, W: np.ndarray, dest: np.ndarray) -> None:
+        """Rows U[i], W[i] go to grouped position dest[i] (dest sorted within each class run)."""
+        if self.img is not None:
+            self.img[dest] = U
+            self.txt[dest] = W
+            return
+        order = np.argsort(dest, kind="stable")
+        U, W, dest = U[order], W[order], dest[order]
+        breaks = np.flatnonzero(np.diff(dest) != 1) + 1
+        row = self.d * 2
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(dest)]):
+            os.pwrite(self.fd, U[a:b].tobytes(), int(dest[a]) * row)
+            os.pwrite(self.fd, W[a:b].tobytes(), (self.n + int(dest[a])) * row)
+
+    def close(self) -> None:
+        if self.path is not None:
+            os.close(self.fd)
+
+
+def gather_parts(parts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (example indices, ascending) of the parts ``((img, txt, first), ...)`` as float16 bits."""
+    Us, Ws = [], []
+    for pi, pt, first in parts:
+        lo, hi = np.searchsorted(rows, [first, first + pi.rows])
+        if hi > lo:
+            local = rows[lo:hi] - first
+            Us.append(as_f16_bits(pi.take(local)))
+            Ws.append(as_f16_bits(pt.take(local)))
+    d = parts[0][0].dim
+    cat = lambda xs: np.concatenate(xs) if len(xs) != 1 else xs[0]  # noqa: E731
+    return (cat(Us), cat(Ws)) if Us else (np.zeros((0, d), np.uint16), np.zeros((0, d), np.uint16))
+
+
+def available_memory() -> int:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _chunks_of(parts: list[tuple[NpyPart, NpyPart, int]]):
+    for p, (pi, pt, first) in enumerate(parts):
+        for s in range(0, pi.rows, CHUNK_ROWS):
+            yield p, s, min(pi.rows, s + CHUNK_ROWS), first
+
+
+def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarray, num_classes: int,
+                     workers: int = 2, copy: bool | None = None, tmpdir: str | None = None) -> GroupedRows:
+    """The one pass over .npy parts (``(img part, txt part, first example index)``); ``copy``: make
+    the class-major copy (default: when the corpus is large against the available memory)."""
+    n = len(labels)
+    d = parts[0][0].dim
+    dest, starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
+    if copy is None:
+        copy = 2 * n * d * 2 > GROUP_WHEN_OVER * available_memory()
+    sink = _Sink(n, d, False, tmpdir) if copy else None
+    valid = np.empty(n, bool)
+
+    def work(item):
+        p, s, e, first = item
+        pi, pt, _ = parts[p]
+        U, W = as_f16_bits(pi.read(s, e)), as_f16_bits(pt.read(s, e))
+        sv, st = np.zeros(d, np.float64), np.zeros(d, np.float64)
+        nan, zero = _scan_chunk(U, W, F16_TO_F32, valid[first + s: first + e], sv, st)
+        if sink is not None:
+            sink.put(U, W, dest[first + s: first + e])
+        return sv, st, nan, zero
+
+    return _finish(work, list(_chunks_of(parts)), workers, sink, dest, starts, valid, d, parts)
+
+
+def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_classes: int, workers: int = 1) -> GroupedRows:
+    """The same pass over in-memory (or memory-mapped) arrays, for callers holding an EmbeddingSet."""
+    n, d = img.shape
+    dest, starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
+    sink = _Sink(n, d, True, None)
+    valid = np.empty(n, bool)
+
+    def work(item):
+        s, e = item
+        U, W = as_f16_bits(img[s:e]), as_f16_bits(txt[s:e])
+        sv, st = np.zeros(d, np.float64), np.zeros(d, np.float64)
+        nan, zero = _scan_chunk(U, W, F16_TO_F32, valid[s:e], sv, st)
+        sink.put(U, W, dest[s:e])
+        return sv, st, nan, zero
+
+    items = [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)]
+    return _finish(work, items, workers, sink, dest, starts, valid, d, ())
+
+
+def _finish(work, items, workers, sink, dest, starts, valid, d, parts) -> GroupedRows:
+    sum_v, sum_t = np.zeros(d, np.float64), np.zeros(d, np.float64)
+    nan = zero = 0
+    try:
+        if workers > 1 and len(items) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(work, items))
+        else:
+            results = [work(it) for it in items]
+    finally:
+        if sink is not None:
+            sink.close()
+    for sv, st, a, b in results:  # sums of float16 values in float64 are exact: order does not matter
+        sum_v += sv
+        sum_t += st
+        nan += a
+        zero += b
+    order = np.empty(len(dest), np.int64)
+    order[dest] = np.arange(len(dest), dtype=np.int64)
+    return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d,
+                       img=sink.img if sink else None, txt=sink.txt if sink else None, path=sink.path if sink else None,
+                       parts=tuple(parts), _tmp=sink.tmp if sink else None)

@@ -1,0 +1,149 @@
+"""ClipCov's unit of work: one class' terms and greedy sequence, from rows the worker reads itself.
+
+A :class:`ClassUnit` is small and picklable: parameters, the corpus sums, the class' label
+similarities and a *source* saying where its rows are — a block of the class-major copy made by the
+scan (``GroupedSource``, local threads) or rows of the original ``.npy`` parts (``PartsSource``,
+read through a memory map by the worker: what a Ray task on another process or node does). Both
+give the same float16 rows in the same order, so :func:`run_class_unit` returns the same result
+wherever it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from clipcov_cli.select.clipcov import terms
+from clipcov_cli.select.clipcov.greedy import ClassGreedy
+from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, gather_parts, to_float32
+
+
+
+@dataclass(frozen=True)
+class GroupedSource:
+    grouped: GroupedRows
+    k: int
+    keep: np.ndarray  # bool over the class block: the valid rows
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        U, W = self.grouped.block(self.k)
+        if self.keep.all():
+            return U, W
+        return U[self.keep], W[self.keep]
+
+
+@dataclass(frozen=True)
+class PartsSource:
+    parts: tuple  # ((NpyPart img, NpyPart txt, first example index), ...)
+    rows: np.ndarray  # example indices of the class' valid rows, ascending
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        return gather_parts(self.parts, self.rows)
+
+
+@dataclass(frozen=True)
+class ClassUnit:
+    k: int
+    quota: int
+    alpha: float
+    beta: float
+    gamma: float
+    tau: float
+    r_mode: str  # resolved: "exact" or "mean"
+    sum_v: np.ndarray
+    sum_t: np.ndarray
+    n_valid: int
+    label_sim: np.ndarray  # (m,) of the class' valid rows
+    source: object
+    keep_state: bool = False  # return the greedy's state, to extend it in place (local threads only)
+
+    def with_quota(self, quota: int) -> "ClassUnit":
+        from dataclasses import replace
+
+        return replace(self, quota=quota)
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    k: int
+    picks: np.ndarray  # positions among the class' valid rows, greedy order
+    gains: np.ndarray
+    r: np.ndarray
+    e: np.ndarray
+    l: np.ndarray
+    c: np.ndarray
+    a: np.ndarray
+    stats: np.ndarray
+    state: object = None  # the ClassGreedy, when the unit asked to keep it
+    seconds: float = 0.0  # wall time of the unit (for profiling only; never written out)
+
+
+@njit(cache=True, nogil=True)
+def _column_sums(V, T):
+    d = V.shape[1]
+    sv = np.zeros(d)
+    st = np.zeros(d)
+    for i in range(V.shape[0]):
+        for q in range(d):
+            sv[q] += V[i, q]
+            st[q] += T[i, q]
+    return sv, st  # exact: float16 values summed in float64
+
+
+@njit(cache=True, nogil=True)
+def _row_terms(V, T, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
+    """Per row, in float64 and a fixed order (the same result on every engine): e = <v, t>,
+    c = <v, out_t> + <t, out_v>, and (mean identity) r = <t, mu_v> + <v, mu_t>."""
+    d = V.shape[1]
+    for i in range(V.shape[0]):
+        ee = 0.0
+        c1 = 0.0
+        c2 = 0.0
+        r1 = 0.0
+        r2 = 0.0
+        for q in range(d):
+            v = np.float64(V[i, q])
+            t = np.float64(T[i, q])
+            ee += v * t
+            c1 += v * out_t[q]
+            c2 += t * out_v[q]
+            if with_r:
+                r1 += t * mu_v[q]
+                r2 += v * mu_t[q]
+        e[i] = ee
+        c[i] = c1 + c2
+        if with_r:
+            r[i] = r1 + r2
+
+
+def class_terms(V: np.ndarray, T: np.ndarray, l: np.ndarray, sum_v, sum_t, n_valid: int, alpha, beta, gamma, tau,
+                r_mode: str):
+    """(r, e, l, c, a) of one class, float32 rows holding float16 values; float64 arithmetic."""
+    m = V.shape[0]
+    sv_k, st_k = _column_sums(V, T)
+    n_out = n_valid - m
+    out_t = (sum_t - st_k) / n_out if n_out else np.zeros_like(sum_t)
+    out_v = (sum_v - sv_k) / n_out if n_out else np.zeros_like(sum_v)
+    e, c = np.empty(m), np.empty(m)
+    r = np.empty(m) if r_mode == "mean" else terms.representativeness_exact(V, T, tau)
+    _row_terms(V, T, out_t, out_v, sv_k / m, st_k / m, e, c, r, r_mode == "mean")
+    l = np.asarray(l, np.float64)
+    return r, e, l, c, terms.modular_score(r, e, l, c, alpha, beta, gamma)
+
+
+def run_class_unit(unit: ClassUnit) -> ClassResult:
+    """Read the class' rows, compute its terms and its greedy sequence to ``unit.quota`` picks."""
+    t0 = time.perf_counter()
+    U, W = unit.source.load()
+    V, T = to_float32(np.ascontiguousarray(U), F16_TO_F32), to_float32(np.ascontiguousarray(W), F16_TO_F32)
+    del U, W
+    r, e, l, c, a = class_terms(V, T, unit.label_sim, unit.sum_v, unit.sum_t, unit.n_valid, unit.alpha, unit.beta,
+                                unit.gamma, unit.tau, unit.r_mode)
+    g = ClassGreedy(V, T, a, np.arange(len(a)), unit.tau)
+    g.extend(unit.quota)
+    stats = getattr(g, "stats", np.zeros(6, np.int64))
+    return ClassResult(unit.k, np.asarray(g.picks, np.int64), np.asarray(g.gains, np.float64), r, e, l, c, a, stats,
+                       g if unit.keep_state else None, time.perf_counter() - t0)
