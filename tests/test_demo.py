@@ -40,3 +40,25 @@ def test_demo_quick_end_to_end_and_resume(tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == results["rows"]
     assert time.time() - t0 < 120
+
+
+def test_a_training_failure_is_one_line_with_the_log(tmp_path, monkeypatch):
+    """open_clip_train runs in the demo's process: its exceptions become one JobFailed line (exit 1)
+    naming the run and the log, with the traceback in the log."""
+    import pytest
+
+    from clipcov_cli.demo import stages
+    from clipcov_cli.demo.config import DemoConfig
+    from clipcov_cli.errors import JobFailed
+    from clipcov_cli.pretrain import runner
+
+    def broken(cfg):
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal\nmore detail")
+
+    monkeypatch.setattr(runner, "run_pretrain", broken)
+    cfg = DemoConfig.make(tmp_path / "demo", quick=True)
+    log = tmp_path / "demo" / "demo.log"
+    with pytest.raises(JobFailed, match=r"pretrain proxy \(RuntimeError: DataLoader worker .*killed by signal\); see") as err:
+        stages.pretrain(cfg, tmp_path / "data", "proxy", 1, 0, log)
+    assert "\n" not in str(err.value) and err.value.exit_code == 1
+    assert "Traceback" in log.read_text() and "clipcov pretrain" in log.read_text()

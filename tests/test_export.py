@@ -237,3 +237,18 @@ def test_shard_damaged_between_runs_is_caught_then_rewritten(tmp_path, source):
         run_export(ExportConfig(subset_dir=sub, shard_size=16))
     res = run_export(ExportConfig(subset_dir=sub, shard_size=16))  # rewrites the removed shard
     assert not res.already_complete and folder_bytes(sub / "shards") == reference
+
+
+def test_another_source_dataset_is_never_reused(tmp_path):
+    make_source(tmp_path / "a", shards=2, per=20, seed=0)
+    other = make_source(tmp_path / "b", shards=2, per=20, seed=1)  # same keys, other bytes
+    keys = sorted(other)[::3]
+    sub = make_subset(tmp_path / "s", keys, tmp_path / "a")
+    run_export(ExportConfig(subset_dir=sub))
+    with pytest.raises(ClipcovError, match="source dataset"):
+        run_export(ExportConfig(subset_dir=sub, dataset_dir=tmp_path / "b"))
+    res = run_export(ExportConfig(subset_dir=sub, dataset_dir=tmp_path / "b", overwrite=True))
+    assert not res.already_complete
+    back = read_back(res.out_dir)
+    assert [s["__key__"] for s in back] == keys
+    assert all(s["jpg"] == other[s["__key__"]]["jpg"] for s in back)

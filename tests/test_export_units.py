@@ -87,3 +87,4 @@ def test_key_rules():
     assert split_member("000012.seg.png") == ("000012", "seg.png")
     assert fingerprint(["a", "b"], 10) != fingerprint(["b", "a"], 10) != fingerprint(["a", "b"], 11)
     assert fingerprint(["ab"], 10) != fingerprint(["a", "b"], 10)
+    assert fingerprint(["a"], 10, "/data/x") != fingerprint(["a"], 10, "/data/y")

@@ -114,6 +114,9 @@ def test_embed_ray_resumes_a_local_run_and_reports_worker_errors(ray_cluster, co
     assert cli(*args, "--out", tmp_path / "bad", "--engine", "ray") == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: cannot load checkpoint") and "Traceback (most" not in err
+    # a unit no node can hold (4 CPUs per worker on a 2-CPU instance) is refused, not left waiting
+    assert cli(*corpus["args"], "--out", tmp_path / "big", "--engine", "ray", "--threads", "4") == 2
+    assert "no node of the Ray cluster" in capsys.readouterr().err
 
 
 @pytest.mark.ray
@@ -156,3 +159,17 @@ def test_engine_ray_without_ray_says_how_to_install(command, tmp_path, monkeypat
     assert cli(*args, "--engine", "spark") == 2
     assert "unknown --engine 'spark'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "embeddings").exists()
+
+
+@pytest.mark.parametrize("command", ["embed", "download", "select"])
+def test_ray_options_without_engine_ray_are_refused(command, tmp_path, capsys):
+    """--ray-address without --engine ray would run locally without a word: refused, nothing written."""
+    args = {"embed": ["embed", tmp_path], "download": ["download", tmp_path / "urls.parquet", "--out", tmp_path / "out"],
+            "select": ["select", tmp_path, "--budget", "10", "--out", tmp_path / "out"]}[command]
+    assert cli(*args, "--ray-address", "auto") == 2
+    err = capsys.readouterr().err.strip()
+    assert "only apply with --engine ray" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "embeddings").exists()
+    if command == "embed":
+        assert cli(*args, "--num-gpus-per-worker", "1") == 2
+        assert "--num-gpus-per-worker only apply" in capsys.readouterr().err

@@ -195,3 +195,13 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path):
     finally:
         copied.cleanup()
     assert not any(tmp_path.glob("clipcov-select-*"))
+
+
+def test_parts_are_named_by_absolute_path(tmp_path, monkeypatch):
+    """Units shipped to Ray workers name their parts absolutely (workers have their own folder)."""
+    from clipcov_cli.select.clipcov.scan import NpyPart
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float16))
+    monkeypatch.chdir(tmp_path)
+    part = NpyPart.open("x.npy")
+    assert part.path == str(tmp_path / "x.npy") and part.rows == 3 and part.dim == 4

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from clipcov_cli.demo.config import DemoConfig
-from clipcov_cli.errors import ClipcovError
+from clipcov_cli.errors import ClipcovError, JobFailed
 
 TINY = "clipcov-tiny"
 
@@ -85,8 +85,19 @@ def pretrain(cfg: DemoConfig, data: Path, name: str, epochs: int, seed: int, log
         return ckpt
     pcfg = PretrainConfig(data=data, out=run, recipe=get_recipe("tiny"), epochs=epochs, batch_size=cfg.batch_size,
                           workers=cfg.workers, seed=seed, device="cpu")
-    with logged_to(log, f"clipcov pretrain {data} --out {run} --recipe tiny --epochs {epochs} --seed {seed}"):
-        run_pretrain(pcfg)
+    command = (f"clipcov pretrain {data} --out {run} --recipe tiny --epochs {epochs} --seed {seed} "
+               f"--batch-size {cfg.batch_size} --workers {cfg.workers} --device cpu")
+    with logged_to(log, command):
+        try:
+            run_pretrain(pcfg)
+        except ClipcovError:
+            raise
+        except Exception as exc:  # open_clip_train's own failure: one line, the details in the log
+            import traceback
+
+            traceback.print_exc()  # into the demo log (stderr is redirected there)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise JobFailed(f"demo stage failed: pretrain {name} ({type(exc).__name__}: {first}); see {log}") from None
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         raise ClipcovError(f"pretrain wrote no checkpoint under {run}; see {log}")

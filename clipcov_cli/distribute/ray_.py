@@ -79,6 +79,17 @@ class RayDistributor(Distributor):
         self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
 
+    def _check_fits(self) -> None:
+        """A task no node can hold would wait forever: refuse it now, naming what is missing."""
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        if any(r.get("CPU", 0) >= self.cpus_per_task and r.get("GPU", 0) >= self.gpus_per_task for r in nodes):
+            return
+        most_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+        most_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+        raise ClipcovError(f"no node of the Ray cluster can run a unit needing {self.cpus_per_task:g} CPU and "
+                           f"{self.gpus_per_task:g} GPU (largest node: {most_cpu:g} CPU, {most_gpu:g} GPU): "
+                           "lower --threads / --num-gpus-per-worker or use --device cpu")
+
     @property
     def parallelism(self) -> int:
         res = self._ray.cluster_resources()
@@ -92,6 +103,7 @@ class RayDistributor(Distributor):
 
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         ray = self._ray
+        self._check_fits()  # here: callers may set gpus_per_task after construction
         remote = ray.remote(fn).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
                                          max_retries=self.max_retries, retry_exceptions=False)
         refs = {remote.remote(item): i for i, item in enumerate(items)}

@@ -37,7 +37,7 @@ class DownloadConfig:
     def __post_init__(self) -> None:
         from clipcov_cli.distribute import check_engine
 
-        check_engine(self.engine)
+        check_engine(self.engine, self.ray_address)
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise ClipcovError(f"unknown input format {self.input_format!r}: use one of {', '.join(INPUT_FORMATS)}")
         if self.resize_mode not in RESIZE_MODES:

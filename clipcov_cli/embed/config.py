@@ -62,7 +62,7 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         from clipcov_cli.distribute import check_engine
 
-        check_engine(self.engine)
+        check_engine(self.engine, self.ray_address, **{"--num-gpus-per-worker": self.num_gpus_per_worker})
         if self.relabel and self.engine != "local":
             raise ClipcovError("--relabel runs locally (it reads no image): leave out --engine ray")
         if self.num_gpus_per_worker is not None and self.num_gpus_per_worker < 0:

@@ -39,11 +39,12 @@ def split_member(name: str) -> tuple[str, str]:
     return key, ext
 
 
-def fingerprint(keys: list[str], shard_size: int) -> str:
-    """Identifies the output: the same exported keys in the same order and shard size give the same
-    shards, byte for byte."""
+def fingerprint(keys: list[str], shard_size: int, source: str = "") -> str:
+    """Identifies the request: the same exported keys in the same order, shard size and source
+    dataset (its resolved path) give the same shards, byte for byte. A different source never
+    reuses a finished or interrupted export's work."""
     h = hashlib.sha256()
-    h.update(json.dumps({"format_version": 1, "shard_size": shard_size}).encode())
+    h.update(json.dumps({"format_version": 1, "shard_size": shard_size, "source": source}).encode())
     for k in keys:
         h.update(k.encode())
         h.update(b"\n")

@@ -90,7 +90,7 @@ class Layout:
         if m is not None and not ("fingerprint" in m or {"shards", "count"} <= m.keys()):
             raise ClipcovError(f"{self.manifest} was not written by clipcov export: choose another --out")
         if m is not None and m.get("fingerprint") != fp and not overwrite:
-            raise ClipcovError(f"{self.out} already holds an export of another selection or shard size: "
+            raise ClipcovError(f"{self.out} already holds an export of another selection, shard size or source dataset: "
                                "pass --overwrite to replace it, or choose another --out")
         ours = m is not None or self.plan.exists()
         if not ours and self.out.is_dir() and any(self.out.glob("*.tar")):

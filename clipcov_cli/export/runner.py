@@ -16,6 +16,7 @@ import shutil
 import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None) -> ExportRes
     keys = read_selection(cfg.subset_dir)
     dataset = source_dataset(cfg.dataset_dir, cfg.subset_dir)
     layout = Layout(cfg.out)
-    fp = fingerprint(keys, cfg.shard_size)
+    fp = fingerprint(keys, cfg.shard_size, str(dataset.resolve()))
     finished = layout.complete(fp)
     if finished is not None:
         return _already_complete(finished, cfg, dataset, t0)
@@ -166,19 +167,24 @@ def _run_units(pool, fn, jobs: dict, phase: str, report: Progress, unit: str, al
     return results
 
 
+# a unit's failure that a re-run may get past (bad or vanished source data, a killed worker); any
+# other exception is a bug and propagates, whatever the worker count
+UNIT_FAILURES = (OSError, ValueError, EOFError, KeyError, tarfile.TarError, BrokenProcessPool)
+
+
 def _outcomes(pool, fn, jobs: dict) -> Iterator[tuple]:
     if pool is None:
         for name, args in jobs.items():
             try:
                 yield name, fn(*args)
-            except (OSError, ValueError, EOFError, KeyError, tarfile.TarError) as exc:
+            except UNIT_FAILURES as exc:
                 yield name, exc
         return
     futures = {pool.submit(fn, *args): name for name, args in jobs.items()}
     for fut in as_completed(futures):
         try:
             yield futures[fut], fut.result()
-        except Exception as exc:  # a unit's failure, reported with the others
+        except UNIT_FAILURES as exc:  # reported with the others
             yield futures[fut], exc
 
 

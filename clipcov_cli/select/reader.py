@@ -178,7 +178,8 @@ class PartsView:
         return out
 
 
-def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, workers: int = 1) -> tuple[EmbeddingSet, EmbeddingsInfo]:
+def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, workers: int = 1,
+                    class_copy: bool | None = None) -> tuple[EmbeddingSet, EmbeddingsInfo]:
     """Read an embeddings folder. ``tmpdir`` (a list) receives objects with a ``cleanup()`` the caller
     keeps alive while the returned arrays are in use (a temporary concatenation or grouped copy).
 
@@ -231,7 +232,7 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
         parts_rw = [(NpyPart.open(root / "img_emb" / f"img_emb_{p}.npy"), NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"),
                      int(firsts[i])) for i, p in enumerate(parts)]
         prepared = group_from_parts(parts_rw, pseudo_label, int(pseudo_label.max()) + 1 if len(pseudo_label) else 1,
-                                    workers=workers)
+                                    workers=workers, copy=class_copy)
         tmpdir.append(prepared)
         img, txt = (imgs[0], txts[0]) if len(imgs) == 1 else (PartsView(imgs), PartsView(txts))
         valid, nan, zero = prepared.valid, prepared.nan, prepared.zero

@@ -12,8 +12,7 @@ import pyarrow as pa
 from rich.table import Table
 
 from clipcov_cli import __version__
-from clipcov_cli.distribute import ENGINES
-from clipcov_cli.distribute.factory import require_ray
+from clipcov_cli.distribute.factory import check_engine
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection
 from clipcov_cli.select.methods import METHODS, make_selector
@@ -59,16 +58,14 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     t0 = time.time()
     _check(cfg)
     budget_spec = parse_budget(cfg.budget)
-    if cfg.engine not in ENGINES:
-        raise ClipcovError(f"unknown --engine {cfg.engine!r}: use one of {', '.join(ENGINES)}")
-    if cfg.engine == "ray":
-        require_ray()
+    check_engine(cfg.engine, cfg.ray_address)
     selector = make_selector(cfg.method, **dict(cfg.params), engine=cfg.engine, workers=cfg.workers,
                              ray_address=cfg.ray_address)
     workers = max(1, int(cfg.workers or os.cpu_count() or 1))
     keep_alive: list = []
+    # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
     emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
-                                workers=workers)
+                                workers=workers, class_copy=False if cfg.engine == "ray" else None)
     _profile(f"read {time.time() - t0:.2f} s")
     try:
         if cfg.method == "clipcov" and not info.has_labels:

@@ -120,7 +120,8 @@ class NpyPart:
             offset = f.tell()
         if fortran or len(shape) != 2:
             raise ValueError(f"{path}: expected a C-ordered 2-D array")
-        return NpyPart(str(path), offset, int(shape[0]), int(shape[1]), np.dtype(dtype).str)
+        # absolute: Ray workers on other nodes do not share the driver's working folder
+        return NpyPart(str(Path(path).resolve()), offset, int(shape[0]), int(shape[1]), np.dtype(dtype).str)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         dt = np.dtype(self.dtype)
@@ -138,10 +139,12 @@ _MAPS_LOCK = threading.Lock()
 
 
 def _mapped(part: NpyPart) -> np.ndarray:
+    st = os.stat(part.path)
+    key = (part.path, st.st_ino, st.st_mtime_ns, st.st_size)  # a replaced file is mapped anew
     with _MAPS_LOCK:
-        arr = _MAPS.get(part.path)
+        arr = _MAPS.get(key)
         if arr is None:
-            arr = _MAPS[part.path] = np.load(part.path, mmap_mode="r")
+            arr = _MAPS[key] = np.load(part.path, mmap_mode="r")
         return arr
 
 

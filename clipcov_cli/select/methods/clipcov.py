@@ -139,6 +139,8 @@ class ClipCovSelector(Selector):
         from clipcov_cli.distribute import make_distributor
 
         t0 = time.perf_counter()
+        self.notes.clear()  # one call's notes and counters (the selector may be reused)
+        self.stats.clear()
         labels_all = np.asarray(embeddings.pseudo_label).astype(np.int64)
         grouped = embeddings.prepared if isinstance(embeddings.prepared, GroupedRows) else None
         if grouped is None:  # a caller holding arrays: the same pass, in memory
@@ -177,31 +179,33 @@ class ClipCovSelector(Selector):
         workers = self._workers()
         # local threads: one BLAS thread each (the classes are the parallelism; a multi-threaded BLAS on the
         # kernel's small products is several times slower); Ray tasks get 1 CPU each
-        with make_distributor(self.engine, workers, self.ray_address) as dist, \
-                (blas_threads(1) if not remote else nullcontext()):
-            def rerun(unit: ClassUnit) -> ClassResult:
-                return next(iter(dist.imap_unordered(run_class_unit, [unit])))[1]
+        try:
+            with make_distributor(self.engine, workers, self.ray_address) as dist, \
+                    (blas_threads(1) if not remote else nullcontext()):
+                def rerun(unit: ClassUnit) -> ClassResult:
+                    return next(iter(dist.imap_unordered(run_class_unit, [unit])))[1]
 
-            sources = {}
-            unit_seconds: list[float] = []
-            for i, res in dist.imap_unordered(run_class_unit, units):
-                rows = index_of[res.k]
-                for name in cols:  # O(n) record of every row's terms, for the output and summary
-                    cols[name][rows] = getattr(res, name)
-                sources[res.k] = _ClassSequence(units[i], res, rows, rerun)
-                self.stats.append(res.stats)
-                unit_seconds.append(res.seconds)
-            t_units = time.perf_counter()
-            merged = merge_sequences(dict(sorted(sources.items())), budget, chunk_of=lambda g: g.chunk())
+                sources = {}
+                unit_seconds: list[float] = []
+                for i, res in dist.imap_unordered(run_class_unit, units):
+                    rows = index_of[res.k]
+                    for name in cols:  # O(n) record of every row's terms, for the output and summary
+                        cols[name][rows] = getattr(res, name)
+                    sources[res.k] = _ClassSequence(units[i], res, rows, rerun)
+                    self.stats.append(res.stats)
+                    unit_seconds.append(res.seconds)
+                t_units = time.perf_counter()
+                merged = merge_sequences(dict(sorted(sources.items())), budget, chunk_of=lambda g: g.chunk())
+        finally:
+            close_maps()  # also when a unit failed: no memory map outlives the selection
         restarts = sum(g.restarts for g in sources.values())
         extensions = sum(g.extensions for g in sources.values())
         for g in sources.values():
             g.release()
-        close_maps()
         _profile(f"units {t_units - t0:.2f} s, merge {time.perf_counter() - t_units:.2f} s ({restarts} restarts, "
                  f"{extensions} in-place extensions of {len(stateful)} large classes); units' own time: largest "
                  f"{max(unit_seconds, default=0):.2f} s, sum {sum(unit_seconds):.2f} s; "
-                 f"kernel counters {np.sum([st for st in self.stats], axis=0).tolist()}")
+                 f"kernel counters {np.sum(self.stats, axis=0).tolist() if self.stats else []}")
         self.stats.append(np.array([restarts], np.int64))
         idx = merged.index
         terms_out = {"class": labels_all[idx]}
