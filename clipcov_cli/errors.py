@@ -22,3 +22,10 @@ class JobFailed(ClipcovError):
     """A long job finished but some of its units failed (exit code 1)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type name when it has none), cut to ``limit``
+    characters if given: what a one-line error quotes from a library's multi-line message."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 METHODS = ("clipcov", "random", "clip-score", "semdedup", "negclip-loss")

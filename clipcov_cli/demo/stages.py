@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from clipcov_cli.demo.config import DemoConfig
-from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.errors import ClipcovError, JobFailed, first_line
 
 TINY = "clipcov-tiny"
 
@@ -96,8 +96,8 @@ def pretrain(cfg: DemoConfig, data: Path, name: str, epochs: int, seed: int, log
             import traceback
 
             traceback.print_exc()  # into the demo log (stderr is redirected there)
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise JobFailed(f"demo stage failed: pretrain {name} ({type(exc).__name__}: {first}); see {log}") from None
+            raise JobFailed(f"demo stage failed: pretrain {name} ({type(exc).__name__}: {first_line(exc, 200)}); "
+                            f"see {log}") from None
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         raise ClipcovError(f"pretrain wrote no checkpoint under {run}; see {log}")

@@ -22,11 +22,6 @@ class Distributor(ABC):
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         """Yield ``(i, fn(items[i]))`` for every i, in completion order."""
 
-    @property
-    @abstractmethod
-    def parallelism(self) -> int:
-        """How many units may run at once (for sizing work, not a promise)."""
-
     def close(self) -> None:  # pragma: no cover - engines without resources
         return None
 

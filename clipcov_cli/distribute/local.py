@@ -18,10 +18,6 @@ class LocalDistributor(Distributor):
     def __init__(self, workers: int = 1) -> None:
         self.workers = max(1, int(workers))
 
-    @property
-    def parallelism(self) -> int:
-        return self.workers
-
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         if self.workers == 1 or len(items) <= 1:
             for i, item in enumerate(items):

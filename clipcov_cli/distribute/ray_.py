@@ -14,7 +14,7 @@ import contextlib
 from typing import Callable, ClassVar, Iterator, Sequence, TypeVar
 
 from clipcov_cli.distribute.base import Distributor
-from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.errors import ClipcovError, JobFailed, first_line
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,9 +34,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         return True
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClipcovError(f"cannot {'join the Ray cluster at ' + repr(address) if address else 'start Ray'}: "
-                           f"{first[:300]}") from None
+                           f"{first_line(exc, 300)}") from None
 
 
 @contextlib.contextmanager
@@ -61,8 +60,7 @@ def unit_error(exc: BaseException, what: str) -> BaseException:
     if isinstance(exc, RayTaskError):
         cause = getattr(exc, "cause", None)
         return cause if isinstance(cause, ClipcovError) else exc
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return JobFailed(f"{what} failed on Ray after its retries ({type(exc).__name__}: {first[:200]}); "
+    return JobFailed(f"{what} failed on Ray after its retries ({type(exc).__name__}: {first_line(exc, 200)}); "
                      "finished units are kept: re-run to resume")
 
 
@@ -89,14 +87,6 @@ class RayDistributor(Distributor):
         raise ClipcovError(f"no node of the Ray cluster can run a unit needing {self.cpus_per_task:g} CPU and "
                            f"{self.gpus_per_task:g} GPU (largest node: {most_cpu:g} CPU, {most_gpu:g} GPU): "
                            "lower --threads / --num-gpus-per-worker or use --device cpu")
-
-    @property
-    def parallelism(self) -> int:
-        res = self._ray.cluster_resources()
-        by_cpu = int(res.get("CPU", 1) // max(self.cpus_per_task, 1e-9))
-        if self.gpus_per_task > 0:
-            return max(1, min(by_cpu, int(res.get("GPU", 0) // self.gpus_per_task)))
-        return max(1, by_cpu)
 
     def cluster_gpus(self) -> float:
         return float(self._ray.cluster_resources().get("GPU", 0))

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipcov_cli.download.config import DownloadConfig
-from clipcov_cli.errors import ClipcovError
+from clipcov_cli.errors import ClipcovError, first_line
 from clipcov_cli.utils.atomic import atomic_path, write_json
 
 CHUNK_ROWS = 500_000
@@ -54,11 +54,11 @@ def _columns(cfg: DownloadConfig) -> list[str]:
         try:
             return list(pq.read_schema(cfg.url_list).names)
         except (OSError, pa.ArrowException) as exc:
-            raise ClipcovError(f"cannot read {cfg.url_list} as parquet: {str(exc).splitlines()[0]}") from None
+            raise ClipcovError(f"cannot read {cfg.url_list} as parquet: {first_line(exc)}") from None
     try:
         head = _read_text(cfg, nrows=5)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, EOFError) as exc:
-        raise ClipcovError(f"cannot read {cfg.url_list}: {str(exc).splitlines()[0]}") from None
+        raise ClipcovError(f"cannot read {cfg.url_list}: {first_line(exc)}") from None
     except pd.errors.EmptyDataError:
         raise ClipcovError(f"URL list {cfg.url_list} is empty") from None
     if len(head) == 0:
@@ -113,7 +113,7 @@ def prepare(cfg: DownloadConfig) -> UrlList:
                     writer.write_table(table)
                     rows += len(chunk)
             except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-                raise ClipcovError(f"cannot parse {cfg.url_list}: {str(exc).splitlines()[0]}") from None
+                raise ClipcovError(f"cannot parse {cfg.url_list}: {first_line(exc)}") from None
     if rows == 0:
         out.unlink()
         raise ClipcovError(f"URL list {cfg.url_list} has no rows")

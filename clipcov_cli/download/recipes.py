@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from clipcov_cli.errors import ClipcovError
+from clipcov_cli.errors import ClipcovError, first_line
 
 KEYS = {"description", "input_format", "header", "columns", "url_col", "caption_col", "extra_cols", "image_size",
         "resize_mode", "processes", "threads", "shard_size", "retries", "timeout"}
@@ -32,7 +32,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ClipcovError(f"recipe {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ClipcovError(f"recipe {source} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise ClipcovError(f"recipe {source} must be a mapping of settings")
     unknown = set(data) - KEYS

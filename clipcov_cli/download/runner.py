@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 from clipcov_cli.download.config import DownloadConfig
 from clipcov_cli.download.inputs import INPUT_DIR, UrlList, prepare, validate
 from clipcov_cli.download.summary import DownloadSummary, done_shards, summarize
-from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.errors import ClipcovError, JobFailed, first_line
 from clipcov_cli.utils.atomic import atomic_path
 
 RETRIED_FILE = "retried_keys.parquet"
@@ -67,8 +66,8 @@ def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log:
             raise KeyboardInterrupt from exc
         except Exception as exc:
             if cfg.engine == "ray" and type(exc).__module__.startswith("ray."):
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise JobFailed(f"a download task failed on Ray after its retries ({type(exc).__name__}: {first}); "
+                raise JobFailed(f"a download task failed on Ray after its retries ({type(exc).__name__}: "
+                                f"{first_line(exc, 200)}); "
                                 "finished shards are kept: re-run the same command to resume") from None
             raise
 

@@ -131,7 +131,7 @@ def run_embed_ray(cfg: EmbedConfig, layout: Layout, spec: ModelSpec, vocab: Voca
                   record: dict[str, Any] | None, echo: Callable[[str], None]):
     from clipcov_cli.distribute import make_distributor
     from clipcov_cli.embed.progress import embed_progress
-    from clipcov_cli.embed.reader import expected_samples
+    from clipcov_cli.embed.reader import expected_total
     from clipcov_cli.embed.runner import check_record, embed_parts, reusable_class_emb
 
     threads = cfg.threads if cfg.threads > 0 else 1
@@ -162,10 +162,8 @@ def run_embed_ray(cfg: EmbedConfig, layout: Layout, spec: ModelSpec, vocab: Voca
 
         def stream(pending: list[Path], _emb: np.ndarray, manifest: dict[str, Any]) -> tuple[dict[str, Any], int]:
             units = [ShardUnit(worker, p.resolve(), layout.root.resolve(), cfg.batch_size) for p in pending]
-            expected = [expected_samples(p) for p in pending]
-            total = None if any(e is None for e in expected) else sum(expected)
             read = 0
-            with embed_progress(total, "embedding") as advance:
+            with embed_progress(expected_total(pending), "embedding") as advance:
                 for _, (part, stats, n) in dist.imap_unordered(embed_shard, units):
                     manifest = mf.mark_done(manifest, part, stats)
                     mf.write_manifest(layout.manifest, manifest)

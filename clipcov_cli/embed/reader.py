@@ -66,6 +66,12 @@ def expected_samples(shard: Path) -> int | None:
         return None
 
 
+def expected_total(shards: list[Path]) -> int | None:
+    """Samples expected over ``shards`` (the progress bar's total), None when a shard has no stats."""
+    expected = [expected_samples(p) for p in shards]
+    return None if any(e is None for e in expected) else sum(expected)
+
+
 def _skip(shard: str, key: str | None, reason: str, error: str = "") -> dict[str, Any]:
     return {"shard": shard, "key": key, "reason": reason, "error": error}
 

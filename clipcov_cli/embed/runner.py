@@ -23,7 +23,7 @@ from clipcov_cli.embed.model import LoadedModel, ModelSpec, file_sha256, load_mo
 from clipcov_cli.embed.progress import embed_progress
 from clipcov_cli.embed.vocab import Vocabulary, class_text_embeddings, load_vocabulary
 from clipcov_cli.embed.writer import OUTPUT_DIRS, Layout, PartBuffer, merge_skipped, save_npy, write_part
-from clipcov_cli.errors import ClipcovError, JobFailed
+from clipcov_cli.errors import ClipcovError, JobFailed, first_line
 
 Echo = Callable[[str], None]
 
@@ -136,7 +136,7 @@ def _worker_failures():
     except RuntimeError as exc:
         if "DataLoader worker" not in str(exc):
             raise
-        raise JobFailed(f"a decode worker died ({str(exc).splitlines()[0]}); finished parts are kept: "
+        raise JobFailed(f"a decode worker died ({first_line(exc)}); finished parts are kept: "
                         "re-run to resume (fewer --workers or a smaller --batch-size use less memory)") from None
 
 
@@ -144,10 +144,9 @@ def _stream_parts(cfg: EmbedConfig, layout: Layout, loaded: LoadedModel, pending
                   class_emb: np.ndarray, manifest: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Embed and write the pending shards; return the final manifest and the samples read."""
     from clipcov_cli.embed.mapper import embed_batches
-    from clipcov_cli.embed.reader import expected_samples, load_batches
+    from clipcov_cli.embed.reader import expected_total, load_batches
 
-    expected = [expected_samples(p) for p in pending]
-    total = None if any(e is None for e in expected) else sum(expected)
+    total = expected_total(pending)
     batches = load_batches(pending, loaded.preprocess, loaded.tokenizer, cfg.batch_size, cfg.workers)
     buffers: dict[str, PartBuffer] = {}
     read = 0

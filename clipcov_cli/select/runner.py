@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from rich.table import Table
 
 from clipcov_cli import __version__
@@ -16,6 +14,7 @@ from clipcov_cli.distribute.factory import check_engine
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection
 from clipcov_cli.select.methods import METHODS, make_selector
+from clipcov_cli.select.profile import profile, worker_count
 from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
 from clipcov_cli.select.writer import selection_table, write_subset
@@ -61,12 +60,12 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     check_engine(cfg.engine, cfg.ray_address)
     selector = make_selector(cfg.method, **dict(cfg.params), engine=cfg.engine, workers=cfg.workers,
                              ray_address=cfg.ray_address)
-    workers = max(1, int(cfg.workers or os.cpu_count() or 1))
+    workers = worker_count(cfg.workers)
     keep_alive: list = []
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
     emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
                                 workers=workers, class_copy=False if cfg.engine == "ray" else None)
-    _profile(f"read {time.time() - t0:.2f} s")
+    profile(f"read {time.time() - t0:.2f} s")
     try:
         if cfg.method == "clipcov" and not info.has_labels:
             raise ClipcovError(f"{info.root} has no labels/ (clip-retrieval output?): run "
@@ -89,21 +88,14 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             "tool_version": __version__,
             "wall_time_s": round(time.time() - t0, 3),
         }
-        _profile(f"selected {time.time() - t0:.2f} s")
+        profile(f"selected {time.time() - t0:.2f} s")
         write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
-        _profile(f"written {time.time() - t0:.2f} s")
+        profile(f"written {time.time() - t0:.2f} s")
         table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
         return SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
     finally:
         for tmp in keep_alive:
             tmp.cleanup()
-
-
-def _profile(msg: str) -> None:
-    if os.environ.get("CLIPCOV_SELECT_PROFILE"):
-        import sys
-
-        print(f"[clipcov select] {msg}", file=sys.stderr)
 
 
 def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:

@@ -10,8 +10,6 @@ matrix (exact thresholded r is computed in row blocks); memory is O(n) plus the 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
 from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
+from clipcov_cli.select.profile import profile, worker_count
 
 R_MODES = ("auto", "exact", "mean")
 # auto: exact thresholded r while sum_k n_k^2 d stays under this many multiply-adds (a few seconds on 2 cores)
@@ -54,12 +53,6 @@ def _stateful_classes(blocks, d: int) -> set[int]:
         out.add(k)
         used += need
     return out
-
-
-def _profile(msg: str) -> None:
-    """Phase timings on stderr when CLIPCOV_SELECT_PROFILE is set (never in the output files)."""
-    if os.environ.get("CLIPCOV_SELECT_PROFILE"):
-        print(f"[clipcov select] {msg}", file=sys.stderr)
 
 
 def resolve_r_mode(r_mode: str, tau: float, sizes: np.ndarray, d: int) -> str:
@@ -202,7 +195,7 @@ class ClipCovSelector(Selector):
         extensions = sum(g.extensions for g in sources.values())
         for g in sources.values():
             g.release()
-        _profile(f"units {t_units - t0:.2f} s, merge {time.perf_counter() - t_units:.2f} s ({restarts} restarts, "
+        profile(f"units {t_units - t0:.2f} s, merge {time.perf_counter() - t_units:.2f} s ({restarts} restarts, "
                  f"{extensions} in-place extensions of {len(stateful)} large classes); units' own time: largest "
                  f"{max(unit_seconds, default=0):.2f} s, sum {sum(unit_seconds):.2f} s; "
                  f"kernel counters {np.sum(self.stats, axis=0).tolist() if self.stats else []}")
@@ -213,4 +206,4 @@ class ClipCovSelector(Selector):
         return Selection(indices=idx, score=merged.gain, terms=terms_out, all_scores=cols["a"])
 
     def _workers(self) -> int:
-        return max(1, int(self.workers or os.cpu_count() or 1))
+        return worker_count(self.workers)
