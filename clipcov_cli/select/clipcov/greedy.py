@@ -9,7 +9,9 @@ result.
 Within a class, :class:`ClassGreedy` is a lazy greedy when tau >= 0: every s >= 0, so F is
 submodular and a stale gain is an upper bound of the current one (a max-heap of bounds; an entry is
 re-evaluated, in batches, only when it reaches the top; the redundancy sum of a candidate is cached
-and extended only by the members selected since its last evaluation). With tau < 0, s can be
+and extended only by the members selected since its last evaluation). The kernel
+(``lazy_kernel.lazy_extend``) stops when a batch needs its int8 screening products, which
+:meth:`ClassGreedy._screen_batch` computes (``imatmul``), and resumes. With tau < 0, s can be
 negative, bounds are not valid, and the class falls back to recomputing every gain at every step
 (still exact, vectorized).
 
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipcov_cli.select.clipcov import lazy_kernel
+from clipcov_cli.select.clipcov.imatmul import int8_products
+from clipcov_cli.select.clipcov.scan import F16_TO_F32, as_f16_bits, to_float32
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 
 
@@ -35,12 +39,14 @@ from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, margin
 class ClassGreedy:
     """The greedy sequence of one class, computed lazily and extendable.
 
-    ``V``, ``T``: the class' rows (float16 values; any float dtype), ``a``: modular scores,
-    ``index``: the rows' global example indices (ascending), used for tie-breaking.
+    ``V``, ``T``: the class' rows, float16 bit patterns (uint16) or float16 values in any float dtype;
+    ``a``: modular scores, ``index``: the rows' global example indices (ascending), for tie-breaking;
+    ``row_stats``: ``lazy_kernel.row_stats`` of the rows if the caller has it.
     """
 
-    def __init__(self, V: np.ndarray, T: np.ndarray, a: np.ndarray, index: np.ndarray, tau: float) -> None:
-        self.V, self.T = np.ascontiguousarray(V, np.float32), np.ascontiguousarray(T, np.float32)
+    def __init__(self, V: np.ndarray, T: np.ndarray, a: np.ndarray, index: np.ndarray, tau: float,
+                 row_stats: tuple | None = None) -> None:
+        self.U, self.W = _bits(V), _bits(T)
         self.a = np.asarray(a, np.float64)
         self.index = np.asarray(index, np.int64)
         self.m = len(self.a)
@@ -51,22 +57,41 @@ class ClassGreedy:
         self._n = 0
         self.red_hi = np.zeros(self.m, np.float64)  # exact redundancy sums: hi + lo
         self.red_lo = np.zeros(self.m, np.float64)
-        d = self.V.shape[1]
+        self.stats = np.zeros(6, np.int64)  # see lazy_kernel.lazy_extend
         if self.lazy:
-            self.seen = np.zeros(self.m, np.int64)
-            self.bnd = np.full(self.m, -1, np.int64)
-            # keys -a_j with positions: index is ascending, so ties break by example index
-            self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
-            lazy_kernel.heapify(self._hk, self._hi)
-            self._size = self.m
-            self._eps = lazy_kernel.float32_dot_error_bound(d)
-            self._PV = np.zeros((1, d), np.float64)  # prefix sums of selected rows
-            self._PT = np.zeros((1, d), np.float64)
-            self.stats = np.zeros(6, np.int64)  # see lazy_kernel.lazy_extend
-            self._SV = np.zeros((0, d), np.float32)  # selected rows, in selection order
-            self._ST = np.zeros((0, d), np.float32)
+            self._init_lazy(row_stats or lazy_kernel.row_stats(self.U, self.W))
         else:
             self.taken = np.zeros(self.m, bool)
+
+    def _init_lazy(self, row_stats: tuple) -> None:
+        d = self.U.shape[1]
+        self.seen = np.zeros(self.m, np.int64)
+        self.bnd = np.full(self.m, -1, np.int64)
+        # keys -a_j with positions: index is ascending, so ties break by example index
+        self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
+        lazy_kernel.heapify(self._hk, self._hi)
+        max_v, max_t, norm_v, norm_t = row_stats
+        self.base = np.zeros(self.m, np.float64)  # see lazy_kernel._linear_bound_key
+        self._norms = np.array([norm_v, norm_t, 2.0 * (2 * d) * 2.0 ** -53 / (1 - (2 * d) * 2.0 ** -53)])
+        self._inv = np.array([lazy_kernel.quantization(max_v), lazy_kernel.quantization(max_t)])
+        err = lazy_kernel.screening_error(d, self._inv[0], self._inv[1], norm_v, norm_t)
+        self._ctl = np.zeros(lazy_kernel.CTL, np.int64)
+        self._ctl[0] = self.m
+        self._ctl[4] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
+        self._PV = np.zeros((1, d), np.float64)  # prefix sums of selected rows
+        self._PT = np.zeros((1, d), np.float64)
+        self._PN = np.zeros((1, 2), np.float64)  # their norms (image, caption)
+        self._SV = np.zeros((0, d), np.float32)  # selected rows, in selection order (values, quantized)
+        self._ST = np.zeros((0, d), np.float32)
+        self._QV = np.zeros((0, d), np.int8)
+        self._QT = np.zeros((0, d), np.int8)
+        B = lazy_kernel.BATCH
+        self._bidx = np.empty(B, np.int64)
+        self._cuts = np.empty(lazy_kernel.MAX_SEGMENTS + 2, np.int64)
+        self._seg_rows = np.empty(lazy_kernel.MAX_SEGMENTS + 2, np.int64)
+        self._seg_off = np.full(lazy_kernel.MAX_SEGMENTS + 2, -1, np.int64)
+        self._xbuf = self._ybuf = np.zeros(0, np.int32)  # products of flagged blocks (grown on demand)
+        self._Qbv, self._Qbt = np.empty((B, d), np.int8), np.empty((B, d), np.int8)
 
     @property
     def picks(self) -> list[int]:
@@ -83,28 +108,69 @@ class ClassGreedy:
     def extend(self, count: int) -> None:
         """Compute up to ``count`` more picks (fewer if the class runs out)."""
         target = min(self.m, self._n + count)
-        if self.lazy:
-            if self._SV.shape[0] < target:
-                cap = min(self.m, max(target, 2 * self._SV.shape[0]))
-                self._PV, self._PT = (_grow(P, cap + 1) for P in (self._PV, self._PT))
-                self._SV, self._ST = (_grow(S, cap) for S in (self._SV, self._ST))
-            self._size, self._n = lazy_kernel.lazy_extend(
-                self.V, self.T, self.a, self.tau, self._eps, target, self._hk, self._hi, self._size, self.seen,
-                self.bnd, self.red_hi, self.red_lo, self._PV, self._PT, self._SV, self._ST, self._picks,
-                self._gains, self._n, self.stats)
-        else:
-            while self._n < target:
-                self._step_plain()
+        if not self.lazy:
+            if self._n < target:
+                V, T = (to_float32(X, F16_TO_F32) for X in (self.U, self.W))
+                while self._n < target:
+                    self._step_plain(V, T)
+            return
+        if self._SV.shape[0] < target:
+            cap = min(self.m, max(target, 2 * self._SV.shape[0]))
+            self._PV, self._PT, self._PN = (_grow(P, cap + 1) for P in (self._PV, self._PT, self._PN))
+            self._SV, self._ST, self._QV, self._QT = (_grow(S, cap) for S in (self._SV, self._ST, self._QV, self._QT))
+        while lazy_kernel.lazy_extend(
+                self.U, self.W, self.a, self.tau, target, self._hk, self._hi, self.seen, self.bnd, self.base,
+                self.red_hi, self.red_lo, self._PV, self._PT, self._PN, self._norms, self._SV, self._ST, self._QV,
+                self._QT, self._inv, self._picks, self._gains, self.stats, self._ctl, self._bidx, self._cuts,
+                self._seg_rows, self._seg_off, self._xbuf, self._ybuf, self._Qbv, self._Qbt):
+            self._screen_batch()
+        self._n = int(self._ctl[1])
 
-    def _step_plain(self) -> None:
+    def _screen_batch(self) -> None:
+        """The int8 products of the pending batch, block by block; a block whose products are all above
+        the cut is certified (no pair at or below tau), the others are handed to the kernel."""
+        cut = self._ctl[4]
+        nseg = int(self._ctl[3])
+        used = 0
+        for i in range(nseg):
+            rows, c0, c1 = int(self._seg_rows[i]), int(self._cuts[i]), int(self._cuts[i + 1])
+            low = False  # some product at or below the cut?
+            for s in range(c0, c1, SCREEN_COLUMNS):  # column blocks that stay in cache
+                e = min(c1, s + SCREEN_COLUMNS)
+                if (int8_products(self._Qbv[:rows], self._QT[s:e]).min() <= cut  # ~ <v_c, t_l> / (s_v s_t)
+                        or int8_products(self._Qbt[:rows], self._QV[s:e]).min() <= cut):  # ~ <t_c, v_l> / ...
+                    low = True
+                    break
+            if not low:
+                self._seg_off[i] = -1
+                continue
+            X = int8_products(self._Qbv[:rows], self._QT[c0:c1])
+            Y = int8_products(self._Qbt[:rows], self._QV[c0:c1])
+            need = used + X.size
+            if self._xbuf.size < need:
+                self._xbuf, self._ybuf = (_grow(buf, max(need, 2 * buf.size)) for buf in (self._xbuf, self._ybuf))
+            self._xbuf[used: need] = X.ravel()
+            self._ybuf[used: need] = Y.ravel()
+            self._seg_off[i] = used
+            used = need
+
+    def _step_plain(self, V: np.ndarray, T: np.ndarray) -> None:
         gains = marginal_gain(self.a, self.red_hi + self.red_lo, self.m)
         gains = np.where(self.taken, -np.inf, gains)
         j = int(np.argmax(gains))  # first maximum: lowest local position = lowest example index
         self.taken[j] = True
         self._picks[self._n], self._gains[self._n] = j, gains[j]
         self._n += 1
-        s = cross_similarity(self.V, self.T, self.V[j: j + 1], self.T[j: j + 1], self.tau)[:, 0]
+        s = cross_similarity(V, T, V[j: j + 1], T[j: j + 1], self.tau)[:, 0]
         self.red_hi, self.red_lo = exact_add(self.red_hi, self.red_lo, s)
+
+
+SCREEN_COLUMNS = 4096  # members per int8 product (their rows stay in cache)
+
+
+def _bits(X: np.ndarray) -> np.ndarray:
+    """Rows as float16 bit patterns: uint16 arrays are taken as such, floats are rounded to float16."""
+    return np.ascontiguousarray(X) if X.dtype == np.uint16 else as_f16_bits(X)
 
 
 def _grow(A: np.ndarray, rows: int) -> np.ndarray:

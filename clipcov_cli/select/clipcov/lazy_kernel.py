@@ -1,10 +1,11 @@
 """The lazy greedy's inner loop for one class, compiled with numba (``nogil``: classes run in threads).
 
-State lives in numpy arrays owned by the caller (so a class can be extended later): a binary
-max-heap of (gain bound, position) stored as (key = -bound, position) min-heap arrays, each
-candidate's redundancy sum as an exact double-double ``(rhi, rlo)`` and the pick count it was last
-evaluated at, ``seen``; the selected members' rows (``SV``, ``ST``, float32) and their prefix sums
-(``PV``, ``PT``, float64).
+State lives in numpy arrays owned by the caller (``greedy.ClassGreedy``, so a class can be extended
+later): a binary max-heap of (gain bound, position) stored as (key = -bound, position) min-heap
+arrays, each candidate's redundancy sum as an exact double-double ``(rhi, rlo)`` and the pick count it
+was last evaluated at, ``seen``; the selected members' rows (``SV``, ``ST``: float32 values; ``QV``,
+``QT``: int8 quantized) and their prefix sums (``PV``, ``PT``, float64). The class' rows stay float16
+bit patterns (``U``, ``W``, uint16: half the memory of float32), read through an exact table.
 
 Exact arithmetic (see docs/method.md):
 - inputs are float16 values; a product of two is a multiple of 2**-48, so a dot product of unit rows
@@ -18,26 +19,53 @@ Exact arithmetic (see docs/method.md):
 
 The exact stage avoids per-pair float64 work: sum_l [x_l]_tau = sum_l x_l - sum_{x_l <= tau} x_l, the
 first sum is one exact O(d) dot product with a difference of prefix sums, and the pairs with
-x_l <= tau are found with float32 BLAS products (``np.dot``) of a batch of candidates against the new
-members, with a rigorous error bound ``eps``: only pairs with fl32(x) <= tau + eps are recomputed
-exactly (none at all when no cross similarity is near or below tau).
+x_l <= tau are singled out by int8 products of a batch of candidates against the new members
+(``imatmul.int8_products``, outside this module: ``lazy_extend`` returns to its caller for them) with
+a rigorous error bound (``screening_cut``): only pairs whose integer product is at or below the cut
+are recomputed exactly (none at all when no cross similarity is near or below tau).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
 
 SMALL = 24  # at most this many new members: evaluate one candidate alone, pair by pair
-BATCH = 128  # candidates evaluated together in float32 products
+BATCH = 128  # candidates evaluated together in int8 products
 MAX_SEGMENTS = 6  # column blocks of a batch (members sorted by last evaluation: a staircase)
+QMAX = 127  # int8 quantization: q = rint(x * QMAX / max |x|)
+CTL = 5  # control words: heap size, picks, pending batch size, pending segments, screening cut
+INT32_MAX = 2**31 - 1
 
 
-def float32_dot_error_bound(d: int, max_norm: float = 1.01) -> float:
-    """|fl32(<u, w>) - <u, w>| <= d * 2**-24 / (1 - d * 2**-24) * sum |u_q w_q| for float32 inputs
-    (any summation order, FMA or not); sum |u_q w_q| <= |u| |w|. Doubled for safety."""
-    u = 2.0 ** -24
-    return 2.0 * d * u / (1.0 - d * u) * max_norm * max_norm
+def quantization(max_abs: float) -> float:
+    """The inverse scale of a modality's int8 quantization, 1 / s = QMAX / max |x| (x = s q + error)."""
+    return QMAX / max_abs if max_abs > 0 else 1.0
+
+
+def screening_error(d: int, inv_v: float, inv_t: float, norm_v: float, norm_t: float) -> float:
+    """A rigorous bound of |<v, t> - s_v s_t <q_v, q_t>| for rows of the class (either way round).
+
+    Each quantized value is off by at most s/2 (rint, computed in float64: plus a relative 1e-12), so
+    |v - s_v q_v| <= dv = s_v/2 sqrt(d); then <v,t> - <v^,t^> = <v - v^, t> + <v^, t - t^> is at most
+    dv |t| + (|v| + dv) dt (|v|, |t| <= the class' largest row norms). Widened by a relative 1e-6;
+    the integer products themselves are exact."""
+    dv = 0.5 / inv_v * math.sqrt(d) * (1 + 1e-9)
+    dt = 0.5 / inv_t * math.sqrt(d) * (1 + 1e-9)
+    e1 = dv * norm_t + (norm_v + dv) * dt
+    e2 = dt * norm_v + (norm_t + dt) * dv
+    return max(e1, e2) * (1 + 1e-6) + 1e-12
+
+
+def screening_cut(tau: float, err: float, inv_v: float, inv_t: float) -> int:
+    """Integer products D <= cut are recomputed exactly; D > cut proves the cross similarity > tau:
+    s_v s_t D >= s_v s_t (cut + 1) > tau + err (one unit of margin over the float rounding here)."""
+    c = math.floor((tau + err) * inv_v * inv_t) + 1
+    return int(min(max(c, -INT32_MAX), INT32_MAX))
+
+
 
 
 @njit(cache=True, nogil=True)
@@ -47,22 +75,84 @@ def _two_sum(a, b):
     return s, (a - (s - bp)) + (b - bp)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _dot_exact(A, i, B, l):
-    """<A_i, B_l> in float64: exact for float16-valued rows in any order (so fastmath may vectorize)."""
-    x = 0.0
-    for q in range(A.shape[1]):
-        x += np.float64(A[i, q]) * np.float64(B[l, q])
-    return x
+@njit(cache=True, nogil=True)
+def load_row(U, j, out, out_bits):
+    """Row j of float16 bit patterns as float32 values in ``out`` (``out_bits``: the same buffer viewed
+    as uint32). Exact for every finite value: normal numbers by re-biasing the exponent (integer
+    operations that vectorize), zeros and subnormals (em < 0x400) as em * 2**-24 in a second pass."""
+    d = U.shape[1]
+    sub = False
+    for q in range(d):
+        h = np.uint32(U[j, q])
+        em = h & np.uint32(0x7FFF)
+        sub |= em < np.uint32(0x400)
+        out_bits[q] = ((h & np.uint32(0x8000)) << np.uint32(16)) | ((em + np.uint32(0x1C000)) << np.uint32(13))
+    if sub:
+        for q in range(d):
+            h = U[j, q]
+            em = h & 0x7FFF
+            if em < 0x400:
+                v = np.float32(em) * np.float32(5.9604644775390625e-08)
+                out[q] = -v if h & 0x8000 else v
 
 
 @njit(cache=True, nogil=True)
-def _dot_dd(A, i, P, top, bot):
-    """The exact <A_i, P[top] - P[bot]> as (hi, lo): each product is exact, TwoSum keeps the rest."""
+def row_stats(U, W):
+    """(max |v_q|, max |t_q|, max |v|, max |t|) over the class' rows (float16 bits), norms widened by
+    a relative 1e-9 over their float64 rounding."""
+    d = U.shape[1]
+    rv = np.empty(d, np.float32)
+    rt = np.empty(d, np.float32)
+    rvb = rv.view(np.uint32)
+    rtb = rt.view(np.uint32)
+    mav = 0.0
+    mat = 0.0
+    nv = 0.0
+    nt = 0.0
+    for i in range(U.shape[0]):
+        load_row(U, i, rv, rvb)
+        load_row(W, i, rt, rtb)
+        sv = 0.0
+        st = 0.0
+        for q in range(d):
+            x = np.float64(rv[q])
+            y = np.float64(rt[q])
+            sv += x * x
+            st += y * y
+            mav = max(mav, abs(x))
+            mat = max(mat, abs(y))
+        nv = max(nv, sv)
+        nt = max(nt, st)
+    return mav, mat, math.sqrt(nv) * (1 + 1e-9), math.sqrt(nt) * (1 + 1e-9)
+
+
+@njit(cache=True, nogil=True)
+def _quantize_row(x, inv_s, out):
+    for q in range(x.shape[0]):
+        v = np.rint(np.float64(x[q]) * inv_s)
+        if v > QMAX:
+            v = QMAX
+        elif v < -QMAX:
+            v = -QMAX
+        out[q] = np.int8(v)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _dot_exact(x, B, l):
+    """<x, B_l> in float64: exact for float16-valued rows in any order (so fastmath may vectorize)."""
+    s = 0.0
+    for q in range(x.shape[0]):
+        s += np.float64(x[q]) * np.float64(B[l, q])
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _dot_dd(x, P, top, bot):
+    """The exact <x, P[top] - P[bot]> as (hi, lo): each product is exact, TwoSum keeps the rest."""
     hi = 0.0
     lo = 0.0
-    for q in range(A.shape[1]):
-        p = np.float64(A[i, q]) * (P[top, q] - P[bot, q])
+    for q in range(x.shape[0]):
+        p = np.float64(x[q]) * (P[top, q] - P[bot, q])
         hi, e = _two_sum(hi, p)
         lo += e
     return hi, lo
@@ -130,33 +220,38 @@ def _exact_key(a, rhi, rlo, j, m):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _linear_sum(V, T, j, PV, PT, top, bot):
-    lin = 0.0
-    for q in range(V.shape[1]):
-        lin += np.float64(V[j, q]) * (PT[top, q] - PT[bot, q]) + np.float64(T[j, q]) * (PV[top, q] - PV[bot, q])
-    return lin
+def _top_dot(rv, rt, PV, PT, top):
+    """<v, PT[top]> + <t, PV[top]> in float64 (rounded: see ``_linear_bound_key``)."""
+    x = 0.0
+    for q in range(rv.shape[0]):
+        x += np.float64(rv[q]) * PT[top, q] + np.float64(rt[q]) * PV[top, q]
+    return x
 
 
 @njit(cache=True, nogil=True)
-def _linear_bound_key(V, T, a, PV, PT, rhi, rlo, j, lo, npicks, m):
+def _linear_bound_key(rv, rt, a, PV, PT, PN, base, norms, rhi, rlo, j, lo, npicks, m):
     """Heap key of an upper bound of j's gain (tau <= 0): the members selected since its last exact
-    evaluation add at least sum_l x_l + y_l, computed in O(d) from prefix sums; the margin is far above
-    the float rounding of this estimate."""
-    lin = _linear_sum(V, T, j, PV, PT, npicks, lo)
+    evaluation add at least sum_l x_l + y_l = <v_j, PT[npicks] - PT[lo]> + <t_j, PV[npicks] - PV[lo]>,
+    computed in O(d) as _top_dot(npicks) - base[j] (``base[j]``: _top_dot(lo), stored when j was last
+    evaluated), so only the current prefix row is read. Each rounded dot product is off by at most
+    gamma |v| |P| (``norms``: max |v|, max |t|, gamma = 2 d 2**-53; ``PN``: prefix row norms); the
+    margin adds those and a relative 1e-9 for the rest."""
+    lin = _top_dot(rv, rt, PV, PT, npicks) - base[j]
     red = rhi[j] + rlo[j]
     est = red + lin
-    margin = 1e-9 * (1.0 + (npicks - lo) + abs(red) + abs(lin))
+    dot_err = norms[2] * (norms[0] * (PN[npicks, 1] + PN[lo, 1]) + norms[1] * (PN[npicks, 0] + PN[lo, 0]))
+    margin = 1e-9 * (1.0 + (npicks - lo) + abs(red) + abs(lin)) + 2.0 * dot_err
     return -(a[j] - est / m + margin)
 
 
 @njit(cache=True, nogil=True)
-def _add_pairs_exact(V, T, j, SV, ST, lo, npicks, tau, rhi, rlo):
+def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo):
     """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact)."""
     h = rhi[j]
     r = rlo[j]
     for l in range(lo, npicks):
-        x = _dot_exact(V, j, ST, l)
-        y = _dot_exact(T, j, SV, l)
+        x = _dot_exact(rv, ST, l)
+        y = _dot_exact(rt, SV, l)
         if x > tau:
             h, e = _two_sum(h, x)
             r += e
@@ -168,22 +263,23 @@ def _add_pairs_exact(V, T, j, SV, ST, lo, npicks, tau, rhi, rlo):
 
 
 @njit(cache=True, nogil=True)
-def _subtract_low(V, T, c, b, X, Y, col0, start, stop, SV, ST, tau, eps, h, r):
+def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, SV, ST, tau, cut, h, r):
     """(h, r) minus the exact x_l = <v_c, t_l> and y_l = <t_c, v_l> that are <= tau, for members l in
-    [start, stop); the float32 products X[b], Y[b] (columns from member ``col0``) single them out:
-    only values with fl32 <= tau + eps are recomputed exactly. Returns (h, r, recomputed)."""
-    cut = tau + eps
+    [start, stop); the integer products of row ``b`` of a segment (``w`` columns from member ``col0``,
+    stored at ``off`` in ``xbuf``/``ybuf``) single them out: only those <= cut are recomputed exactly.
+    Returns (h, r, recomputed)."""
     redo = 0
+    base = off + b * w - col0
     for l in range(start, stop):
-        if X[b, l - col0] <= cut:
+        if xbuf[base + l] <= cut:
             redo += 1
-            x = _dot_exact(V, c, ST, l)
+            x = _dot_exact(rv, ST, l)
             if not (x > tau):
                 h, e = _two_sum(h, -x)
                 r += e
-        if Y[b, l - col0] <= cut:
+        if ybuf[base + l] <= cut:
             redo += 1
-            y = _dot_exact(T, c, SV, l)
+            y = _dot_exact(rt, SV, l)
             if not (y > tau):
                 h, e = _two_sum(h, -y)
                 r += e
@@ -191,9 +287,43 @@ def _subtract_low(V, T, c, b, X, Y, col0, start, stop, SV, ST, tau, eps, h, r):
 
 
 @njit(cache=True, nogil=True)
-def lazy_extend(V, T, a, tau, eps, target, hk, hi, size, seen, bnd, rhi, rlo, PV, PT, SV, ST, picks, gains, npicks, stats):
-    """Run the lazy greedy until ``npicks == target`` (or the heap is empty); returns (size, npicks).
+def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, base, rhi, rlo, PV, PT, SV, ST, stats, bidx, nb, cuts,
+                  nseg, seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb):
+    """Exact evaluation of a batch whose integer products the caller has computed: for each candidate,
+    the exact linear sum over its new members minus the pairs at or below tau (only in segments the
+    caller flagged, ``seg_off >= 0``: the others have every product above the cut)."""
+    for b in range(nb):
+        c = bidx[b]
+        lo_c = seen[c]
+        load_row(U, c, rv, rvb)
+        load_row(W, c, rt, rtb)
+        h1, l1 = _dot_dd(rv, PT, npicks, lo_c)
+        h2, l2 = _dot_dd(rt, PV, npicks, lo_c)
+        h, e = _two_sum(rhi[c], h1)
+        r = rlo[c] + l1 + e
+        h, e = _two_sum(h, h2)
+        r += l2 + e
+        for i in range(nseg):
+            if cuts[i + 1] <= lo_c or seg_off[i] < 0:
+                continue
+            h, r, redo = _subtract_low(rv, rt, b, xbuf, ybuf, seg_off[i], cuts[i + 1] - cuts[i], cuts[i],
+                                       max(cuts[i], lo_c), cuts[i + 1], SV, ST, tau, cut, h, r)
+            stats[5] += redo
+        rhi[c] = h
+        rlo[c] = r
+        seen[c] = npicks
+        base[c] = _top_dot(rv, rt, PV, PT, npicks)
+        size = _push(hk, hi, size, _exact_key(a, rhi, rlo, c, m), c)
+    return size
 
+
+@njit(cache=True, nogil=True)
+def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT, PN, norms, SV, ST, QV, QT, inv_s,
+                picks, gains, stats, ctl, bidx, cuts, seg_rows, seg_off, xbuf, ybuf, Qbv, Qbt):
+    """Run the lazy greedy until ``ctl[1]`` (picks) reaches ``target`` or the heap is empty (returns
+    0), or until a batch needs its int8 products (returns 1; call again once they are computed).
+
+    ``ctl`` (int64[CTL]): heap size, picks, pending batch size, pending segments, screening cut.
     A stale entry that reaches the top is re-evaluated in two stages:
     1. (tau <= 0 only) an upper bound in O(d): thresholding only raises values when tau <= 0
        ([x]_tau >= x), so the new members add at least <v_j, dT> + <t_j, dV> with dT, dV differences
@@ -201,34 +331,55 @@ def lazy_extend(V, T, a, tau, eps, target, hk, hi, size, seen, bnd, rhi, rlo, PV
        this bound (``bnd`` records when).
     2. if it reaches the top again with a bound from the current step: exact. With few new members,
        pair by pair; otherwise together with the stale entries next in the heap (up to BATCH), whose
-       exact evaluation now is work they would need anyway before being selected.
+       exact evaluation now is work they would need anyway before being selected. The batch, sorted by
+       last evaluation, is cut in column blocks (a staircase: block [cuts[i], cuts[i+1]) is needed by
+       the first seg_rows[i] candidates only); its quantized rows are in Qbv, Qbt. The caller
+       computes the products of each block and stores those of blocks holding a product at or below
+       the cut in xbuf, ybuf at seg_off[i] (else seg_off[i] = -1); the next call finishes the batch.
     A fresh entry (evaluated at the current step) at the top is selected.
 
     ``stats`` (int64[6]) counts: bounds, single exact evaluations, batches, batched candidates,
     member pairs evaluated (blocks included), pairs recomputed exactly for thresholding.
     """
-    m = V.shape[0]
-    d = V.shape[1]
+    m = U.shape[0]
+    d = U.shape[1]
+    size = ctl[0]
+    npicks = ctl[1]
+    cut = ctl[4]
     lin_ok = tau <= 0.0  # [x]_tau >= x only when tau <= 0 (then thresholding only raises values)
-    bidx = np.empty(BATCH, np.int64)
-    cuts = np.empty(BATCH + 1, np.int64)
+    rv = np.empty(d, np.float32)  # the row at hand, as float32 values
+    rt = np.empty(d, np.float32)
+    rvb = rv.view(np.uint32)
+    rtb = rt.view(np.uint32)
+    if ctl[2] > 0:
+        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, base, rhi, rlo, PV, PT, SV, ST, stats, bidx,
+                             ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb)
+        ctl[2] = 0
     fresh_k = np.empty(4 * BATCH, np.float64)
     fresh_i = np.empty(4 * BATCH, np.int64)
-    xbuf = np.empty(BATCH * max(1, min(target, m)), np.float32)  # products of one batch, reused
-    ybuf = np.empty(BATCH * max(1, min(target, m)), np.float32)
-    Vb = np.empty((BATCH, d), np.float32)
-    Tb = np.empty((BATCH, d), np.float32)
     while npicks < target and size > 0:
         key = hk[0]
         j = hi[0]
         size = _pop(hk, hi, size)
         lo = seen[j]
         if lo == npicks:  # fresh: the key is the exact current gain
+            load_row(U, j, rv, rvb)
+            load_row(W, j, rt, rtb)
+            nv2 = 0.0
+            nt2 = 0.0
             for q in range(d):
-                SV[npicks, q] = V[j, q]
-                ST[npicks, q] = T[j, q]
-                PV[npicks + 1, q] = PV[npicks, q] + V[j, q]
-                PT[npicks + 1, q] = PT[npicks, q] + T[j, q]
+                SV[npicks, q] = rv[q]
+                ST[npicks, q] = rt[q]
+                pv = PV[npicks, q] + rv[q]
+                pt = PT[npicks, q] + rt[q]
+                PV[npicks + 1, q] = pv
+                PT[npicks + 1, q] = pt
+                nv2 += pv * pv
+                nt2 += pt * pt
+            PN[npicks + 1, 0] = math.sqrt(nv2) * (1 + 1e-9)
+            PN[npicks + 1, 1] = math.sqrt(nt2) * (1 + 1e-9)
+            _quantize_row(rv, inv_s[0], QV[npicks])
+            _quantize_row(rt, inv_s[1], QT[npicks])
             picks[npicks] = j
             gains[npicks] = -key
             npicks += 1
@@ -237,14 +388,20 @@ def lazy_extend(V, T, a, tau, eps, target, hk, hi, size, seen, bnd, rhi, rlo, PV
             # stage 1: an upper bound of the gain in O(d), no per-member work
             bnd[j] = npicks
             stats[0] += 1
-            size = _push(hk, hi, size, _linear_bound_key(V, T, a, PV, PT, rhi, rlo, j, lo, npicks, m), j)
+            load_row(U, j, rv, rvb)
+            load_row(W, j, rt, rtb)
+            bound = _linear_bound_key(rv, rt, a, PV, PT, PN, base, norms, rhi, rlo, j, lo, npicks, m)
+            size = _push(hk, hi, size, bound, j)
             continue
         # stage 2: exact
         if npicks - lo <= SMALL:
             stats[1] += 1
             stats[4] += npicks - lo
-            _add_pairs_exact(V, T, j, SV, ST, lo, npicks, tau, rhi, rlo)
+            load_row(U, j, rv, rvb)
+            load_row(W, j, rt, rtb)
+            _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo)
             seen[j] = npicks
+            base[j] = _top_dot(rv, rt, PV, PT, npicks)
             size = _push(hk, hi, size, _exact_key(a, rhi, rlo, j, m), j)
             continue
         # the batch: the next stale entries whose bound is current (those are the likely next
@@ -267,7 +424,10 @@ def lazy_extend(V, T, a, tau, eps, target, hk, hi, size, seen, bnd, rhi, rlo, PV
                 continue
             if lin_ok and bnd[j2] != npicks:
                 stats[0] += 1
-                size = _push(hk, hi, size, _linear_bound_key(V, T, a, PV, PT, rhi, rlo, j2, lo2, npicks, m), j2)
+                load_row(U, j2, rv, rvb)
+                load_row(W, j2, rt, rtb)
+                bound = _linear_bound_key(rv, rt, a, PV, PT, PN, base, norms, rhi, rlo, j2, lo2, npicks, m)
+                size = _push(hk, hi, size, bound, j2)
                 bnd[j2] = npicks
                 continue
             bidx[nb] = j2
@@ -276,8 +436,7 @@ def lazy_extend(V, T, a, tau, eps, target, hk, hi, size, seen, bnd, rhi, rlo, PV
                 lo_min = lo2
         for f in range(nfresh):
             size = _push(hk, hi, size, fresh_k[f], fresh_i[f])
-        # sort the batch by last evaluation, so that the members each one still needs form a staircase:
-        # column block [cuts[i], cuts[i+1]) is needed by the first rows[i] candidates only
+        # sort the batch by last evaluation, so that the members each one still needs form a staircase
         for b in range(1, nb):
             x = bidx[b]
             p = b - 1
@@ -296,45 +455,24 @@ def lazy_extend(V, T, a, tau, eps, target, hk, hi, size, seen, bnd, rhi, rlo, PV
                 cuts[nseg] = sb
         nseg += 1
         cuts[nseg] = npicks
-        for b in range(nb):
-            for q in range(d):
-                Vb[b, q] = V[bidx[b], q]
-                Tb[b, q] = T[bidx[b], q]
-        stats[2] += 1
-        stats[3] += nb
-        Xs = []
-        Ys = []
-        used = 0
         for i in range(nseg):
             rows = 0
             while rows < nb and seen[bidx[rows]] < cuts[i + 1]:
                 rows += 1
-            w = cuts[i + 1] - cuts[i]
-            X = xbuf[used: used + rows * w].reshape(rows, w)
-            Y = ybuf[used: used + rows * w].reshape(rows, w)
-            used += rows * w
-            np.dot(Vb[:rows], ST[cuts[i]:cuts[i + 1]].T, X)  # fl32(<v_c, t_l>)
-            np.dot(Tb[:rows], SV[cuts[i]:cuts[i + 1]].T, Y)  # fl32(<t_c, v_l>)
-            Xs.append(X)
-            Ys.append(Y)
+            seg_rows[i] = rows
             stats[4] += rows * (cuts[i + 1] - cuts[i])
         for b in range(nb):
-            c = bidx[b]
-            lo_c = seen[c]
-            h1, l1 = _dot_dd(V, c, PT, npicks, lo_c)
-            h2, l2 = _dot_dd(T, c, PV, npicks, lo_c)
-            h, e = _two_sum(rhi[c], h1)
-            r = rlo[c] + l1 + e
-            h, e = _two_sum(h, h2)
-            r += l2 + e
-            for i in range(nseg):
-                if cuts[i + 1] <= lo_c:
-                    continue
-                h, r, redo = _subtract_low(V, T, c, b, Xs[i], Ys[i], cuts[i], max(cuts[i], lo_c), cuts[i + 1], SV, ST,
-                                           tau, eps, h, r)
-                stats[5] += redo
-            rhi[c] = h
-            rlo[c] = r
-            seen[c] = npicks
-            size = _push(hk, hi, size, _exact_key(a, rhi, rlo, c, m), c)
-    return size, npicks
+            load_row(U, bidx[b], rv, rvb)
+            load_row(W, bidx[b], rt, rtb)
+            _quantize_row(rv, inv_s[0], Qbv[b])
+            _quantize_row(rt, inv_s[1], Qbt[b])
+        stats[2] += 1
+        stats[3] += nb
+        ctl[0] = size
+        ctl[1] = npicks
+        ctl[2] = nb
+        ctl[3] = nseg
+        return 1
+    ctl[0] = size
+    ctl[1] = npicks
+    return 0

@@ -12,7 +12,9 @@ A class' rows are then read by the unit that needs them (``GroupedRows.block``):
 - from a class-major copy made during the scan, when the corpus is larger than about half the
   available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache, not
   resident memory) so that each class is one contiguous read instead of a gather over the whole
-  corpus from disk. (In memory for arrays handed in by a caller, e.g. tests.)
+  corpus from disk;
+- from a caller's in-memory (or memory-mapped) arrays, by example index (``group_from_arrays``: no
+  copy is made).
 """
 
 from __future__ import annotations
@@ -128,10 +130,15 @@ class NpyPart:
         return np.fromfile(self.path, dtype=dt, count=(stop - start) * self.dim,
                            offset=self.offset + start * self.dim * dt.itemsize).reshape(stop - start, self.dim)
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows by index (ascending), through a memory map kept open in this process (one per file,
-        see ``close_maps``): each page is faulted in once for the whole selection, not once per class."""
-        return np.array(_mapped(self)[rows])
+    def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Rows by index (ascending) into ``out`` as float16 bits, through a memory map kept open in
+        this process (one per file, see ``close_maps``): each page is faulted in once for the whole
+        selection, not once per class. Float32 parts are rounded to float16."""
+        src = _mapped(self)
+        if src.dtype == np.float16:
+            np.take(src, rows, axis=0, out=out.view(np.float16))
+        else:
+            out[:] = as_f16_bits(np.take(src, rows, axis=0))
 
 
 _MAPS: dict = {}
@@ -166,7 +173,7 @@ class GroupedRows:
     nan: int
     zero: int
     d: int
-    img: np.ndarray | None = None  # (n, d) uint16, in memory
+    img: np.ndarray | None = None  # (n, d) uint16 by example index, in memory (a caller's arrays)
     txt: np.ndarray | None = None
     path: str | None = None  # else: a file holding img then txt blocks, each (n, d) uint16
     parts: tuple = ()  # ((NpyPart img, NpyPart txt, first row), ...): the source, for remote workers
@@ -176,7 +183,8 @@ class GroupedRows:
         """Class k's rows (uint16 bit patterns), all of them (valid or not), ascending example index."""
         s, e = int(self.starts[k]), int(self.starts[k + 1])
         if self.img is not None:
-            return self.img[s:e], self.txt[s:e]
+            rows = self.order[s:e]  # ascending within a class
+            return np.take(self.img, rows, axis=0), np.take(self.txt, rows, axis=0)
         if self.path is None:
             return gather_parts(self.parts, np.sort(self.order[s:e]))
         n, row = len(self.order), self.d * 2
@@ -191,26 +199,17 @@ class GroupedRows:
 
 
 class _Sink:
-    def __init__(self, n: int, d: int, in_memory: bool, tmpdir: str | None) -> None:
+    """The class-major copy in a temporary file."""
+
+    def __init__(self, n: int, d: int, tmpdir: str | None) -> None:
         self.n, self.d = n, d
-        self.tmp = None
-        if in_memory:
-            self.img = np.empty((n, d), np.uint16)
-            self.txt = np.empty((n, d), np.uint16)
-            self.path = None
-        else:
-            self.img = self.txt = None
-            self.tmp = tempfile.TemporaryDirectory(prefix="clipcov-select-", dir=tmpdir)
-            self.path = str(Path(self.tmp.name) / "grouped.u16")
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.ftruncate(self.fd, 2 * n * d * 2)
+        self.tmp = tempfile.TemporaryDirectory(prefix="clipcov-select-", dir=tmpdir)
+        self.path = str(Path(self.tmp.name) / "grouped.u16")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(self.fd, 2 * n * d * 2)
 
     def put(self, U: np.ndarray, W: np.ndarray, dest: np.ndarray) -> None:
         """Rows U[i], W[i] go to grouped position dest[i] (dest sorted within each class run)."""
-        if self.img is not None:
-            self.img[dest] = U
-            self.txt[dest] = W
-            return
         order = np.argsort(dest, kind="stable")
         U, W, dest = U[order], W[order], dest[order]
         breaks = np.flatnonzero(np.diff(dest) != 1) + 1
@@ -220,22 +219,21 @@ class _Sink:
             os.pwrite(self.fd, W[a:b].tobytes(), (self.n + int(dest[a])) * row)
 
     def close(self) -> None:
-        if self.path is not None:
-            os.close(self.fd)
+        os.close(self.fd)
 
 
 def gather_parts(parts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (example indices, ascending) of the parts ``((img, txt, first), ...)`` as float16 bits."""
-    Us, Ws = [], []
+    """Rows (example indices, ascending) of the parts ``((img, txt, first), ...)`` as float16 bits,
+    gathered straight into one output per modality (no intermediate copies)."""
+    d = parts[0][0].dim
+    U, W = np.empty((len(rows), d), np.uint16), np.empty((len(rows), d), np.uint16)
     for pi, pt, first in parts:
         lo, hi = np.searchsorted(rows, [first, first + pi.rows])
         if hi > lo:
             local = rows[lo:hi] - first
-            Us.append(as_f16_bits(pi.take(local)))
-            Ws.append(as_f16_bits(pt.take(local)))
-    d = parts[0][0].dim
-    cat = lambda xs: np.concatenate(xs) if len(xs) != 1 else xs[0]  # noqa: E731
-    return (cat(Us), cat(Ws)) if Us else (np.zeros((0, d), np.uint16), np.zeros((0, d), np.uint16))
+            pi.take_into(local, U[lo:hi])
+            pt.take_into(local, W[lo:hi])
+    return U, W
 
 
 def available_memory() -> int:
@@ -263,7 +261,7 @@ def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarr
     dest, starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
     if copy is None:
         copy = 2 * n * d * 2 > GROUP_WHEN_OVER * available_memory()
-    sink = _Sink(n, d, False, tmpdir) if copy else None
+    sink = _Sink(n, d, tmpdir) if copy else None
     valid = np.empty(n, bool)
 
     def work(item):
@@ -280,22 +278,23 @@ def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarr
 
 
 def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_classes: int, workers: int = 1) -> GroupedRows:
-    """The same pass over in-memory (or memory-mapped) arrays, for callers holding an EmbeddingSet."""
+    """The same pass over in-memory (or memory-mapped) arrays, for callers holding an EmbeddingSet: no
+    class-major copy, a unit gathers its class' rows from the arrays (as float16 bits)."""
     n, d = img.shape
     dest, starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
-    sink = _Sink(n, d, True, None)
+    U_all, W_all = as_f16_bits(img), as_f16_bits(txt)
     valid = np.empty(n, bool)
 
     def work(item):
         s, e = item
-        U, W = as_f16_bits(img[s:e]), as_f16_bits(txt[s:e])
         sv, st = np.zeros(d, np.float64), np.zeros(d, np.float64)
-        nan, zero = _scan_chunk(U, W, F16_TO_F32, valid[s:e], sv, st)
-        sink.put(U, W, dest[s:e])
+        nan, zero = _scan_chunk(U_all[s:e], W_all[s:e], F16_TO_F32, valid[s:e], sv, st)
         return sv, st, nan, zero
 
     items = [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)]
-    return _finish(work, items, workers, sink, dest, starts, valid, d, ())
+    grouped = _finish(work, items, workers, None, dest, starts, valid, d, ())
+    grouped.img, grouped.txt = U_all, W_all
+    return grouped
 
 
 def _finish(work, items, workers, sink, dest, starts, valid, d, parts) -> GroupedRows:
@@ -318,5 +317,5 @@ def _finish(work, items, workers, sink, dest, starts, valid, d, parts) -> Groupe
     order = np.empty(len(dest), np.int64)
     order[dest] = np.arange(len(dest), dtype=np.int64)
     return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d,
-                       img=sink.img if sink else None, txt=sink.txt if sink else None, path=sink.path if sink else None,
+                       path=sink.path if sink else None,
                        parts=tuple(parts), _tmp=sink.tmp if sink else None)

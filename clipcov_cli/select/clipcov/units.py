@@ -18,6 +18,8 @@ from numba import njit
 
 from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
+from clipcov_cli.select.clipcov.imatmul import set_torch_threads
+from clipcov_cli.select.clipcov.lazy_kernel import load_row
 from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, gather_parts, to_float32
 
 
@@ -59,6 +61,7 @@ class ClassUnit:
     label_sim: np.ndarray  # (m,) of the class' valid rows
     source: object
     keep_state: bool = False  # return the greedy's state, to extend it in place (local threads only)
+    threads: int = 0  # set the process' torch threads to this (Ray tasks); 0: leave them (local threads)
 
     def with_quota(self, quota: int) -> "ClassUnit":
         from dataclasses import replace
@@ -82,31 +85,60 @@ class ClassResult:
 
 
 @njit(cache=True, nogil=True)
-def _column_sums(V, T):
-    d = V.shape[1]
+def _column_sums(U, W):
+    """Column sums of the class' rows (float16 bits; exact: float16 values summed in float64) and the
+    rows' statistics the greedy's int8 screening needs (as ``lazy_kernel.row_stats``), in one pass."""
+    d = U.shape[1]
     sv = np.zeros(d)
     st = np.zeros(d)
-    for i in range(V.shape[0]):
+    rv = np.empty(d, np.float32)
+    rt = np.empty(d, np.float32)
+    rvb = rv.view(np.uint32)
+    rtb = rt.view(np.uint32)
+    mav = 0.0  # max |v_q|, max |t_q|, max |v|^2, max |t|^2
+    mat = 0.0
+    mnv = 0.0
+    mnt = 0.0
+    for i in range(U.shape[0]):
+        load_row(U, i, rv, rvb)
+        load_row(W, i, rt, rtb)
+        nv = 0.0
+        nt = 0.0
         for q in range(d):
-            sv[q] += V[i, q]
-            st[q] += T[i, q]
-    return sv, st  # exact: float16 values summed in float64
+            x = np.float64(rv[q])
+            y = np.float64(rt[q])
+            sv[q] += x
+            st[q] += y
+            nv += x * x
+            nt += y * y
+            mav = max(mav, abs(x))
+            mat = max(mat, abs(y))
+        mnv = max(mnv, nv)
+        mnt = max(mnt, nt)
+    stats = np.array([mav, mat, np.sqrt(mnv) * (1 + 1e-9), np.sqrt(mnt) * (1 + 1e-9)])
+    return sv, st, stats
 
 
 @njit(cache=True, nogil=True)
-def _row_terms(V, T, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
-    """Per row, in float64 and a fixed order (the same result on every engine): e = <v, t>,
-    c = <v, out_t> + <t, out_v>, and (mean identity) r = <t, mu_v> + <v, mu_t>."""
-    d = V.shape[1]
-    for i in range(V.shape[0]):
+def _row_terms(U, W, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
+    """Per row (float16 bits), in float64 and a fixed order (the same result on every engine):
+    e = <v, t>, c = <v, out_t> + <t, out_v>, and (mean identity) r = <t, mu_v> + <v, mu_t>."""
+    d = U.shape[1]
+    rv = np.empty(d, np.float32)
+    rt = np.empty(d, np.float32)
+    rvb = rv.view(np.uint32)
+    rtb = rt.view(np.uint32)
+    for i in range(U.shape[0]):
+        load_row(U, i, rv, rvb)
+        load_row(W, i, rt, rtb)
         ee = 0.0
         c1 = 0.0
         c2 = 0.0
         r1 = 0.0
         r2 = 0.0
         for q in range(d):
-            v = np.float64(V[i, q])
-            t = np.float64(T[i, q])
+            v = np.float64(rv[q])
+            t = np.float64(rt[q])
             ee += v * t
             c1 += v * out_t[q]
             c2 += t * out_v[q]
@@ -119,31 +151,35 @@ def _row_terms(V, T, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
             r[i] = r1 + r2
 
 
-def class_terms(V: np.ndarray, T: np.ndarray, l: np.ndarray, sum_v, sum_t, n_valid: int, alpha, beta, gamma, tau,
+def class_terms(U: np.ndarray, W: np.ndarray, l: np.ndarray, sum_v, sum_t, n_valid: int, alpha, beta, gamma, tau,
                 r_mode: str):
-    """(r, e, l, c, a) of one class, float32 rows holding float16 values; float64 arithmetic."""
-    m = V.shape[0]
-    sv_k, st_k = _column_sums(V, T)
+    """(r, e, l, c, a) of one class from its rows as float16 bits (uint16), float64 arithmetic, and the
+    rows' statistics (``lazy_kernel.row_stats``)."""
+    m = U.shape[0]
+    sv_k, st_k, stats = _column_sums(U, W)
     n_out = n_valid - m
     out_t = (sum_t - st_k) / n_out if n_out else np.zeros_like(sum_t)
     out_v = (sum_v - sv_k) / n_out if n_out else np.zeros_like(sum_v)
     e, c = np.empty(m), np.empty(m)
-    r = np.empty(m) if r_mode == "mean" else terms.representativeness_exact(V, T, tau)
-    _row_terms(V, T, out_t, out_v, sv_k / m, st_k / m, e, c, r, r_mode == "mean")
+    if r_mode == "mean":
+        r = np.empty(m)
+    else:  # O(m^2 d) BLAS products: float32 rows for this only
+        r = terms.representativeness_exact(to_float32(U, F16_TO_F32), to_float32(W, F16_TO_F32), tau)
+    _row_terms(U, W, out_t, out_v, sv_k / m, st_k / m, e, c, r, r_mode == "mean")
     l = np.asarray(l, np.float64)
-    return r, e, l, c, terms.modular_score(r, e, l, c, alpha, beta, gamma)
+    return r, e, l, c, terms.modular_score(r, e, l, c, alpha, beta, gamma), tuple(stats.tolist())
 
 
 def run_class_unit(unit: ClassUnit) -> ClassResult:
     """Read the class' rows, compute its terms and its greedy sequence to ``unit.quota`` picks."""
     t0 = time.perf_counter()
+    if unit.threads:  # a process of its own (a Ray task): its share of the CPUs
+        set_torch_threads(unit.threads)
     U, W = unit.source.load()
-    V, T = to_float32(np.ascontiguousarray(U), F16_TO_F32), to_float32(np.ascontiguousarray(W), F16_TO_F32)
-    del U, W
-    r, e, l, c, a = class_terms(V, T, unit.label_sim, unit.sum_v, unit.sum_t, unit.n_valid, unit.alpha, unit.beta,
-                                unit.gamma, unit.tau, unit.r_mode)
-    g = ClassGreedy(V, T, a, np.arange(len(a)), unit.tau)
+    U, W = np.ascontiguousarray(U), np.ascontiguousarray(W)
+    r, e, l, c, a, stats = class_terms(U, W, unit.label_sim, unit.sum_v, unit.sum_t, unit.n_valid, unit.alpha,
+                                       unit.beta, unit.gamma, unit.tau, unit.r_mode)
+    g = ClassGreedy(U, W, a, np.arange(len(a)), unit.tau, row_stats=stats)
     g.extend(unit.quota)
-    stats = getattr(g, "stats", np.zeros(6, np.int64))
-    return ClassResult(unit.k, np.asarray(g.picks, np.int64), np.asarray(g.gains, np.float64), r, e, l, c, a, stats,
+    return ClassResult(unit.k, np.asarray(g.picks, np.int64), np.asarray(g.gains, np.float64), r, e, l, c, a, g.stats,
                        g if unit.keep_state else None, time.perf_counter() - t0)

@@ -21,6 +21,7 @@ from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
 from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
+from clipcov_cli.select.clipcov.imatmul import set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
 from clipcov_cli.select.profile import profile, worker_count
@@ -40,14 +41,14 @@ NO_THRESHOLD_BELOW = -1.01  # |<v,t>| <= ~1 for unit float16 rows: tau below thi
 
 
 def _stateful_classes(blocks, d: int) -> set[int]:
-    """The largest classes whose greedy state (rows in float32 plus ~3 rows of state per pick) fits in
+    """The largest classes whose greedy state (rows as float16 plus ~3 rows of state per pick) fits in
     STATE_MEMORY_SHARE of the available memory, at most STATE_MEMORY_MAX bytes."""
     from clipcov_cli.select.clipcov.scan import available_memory
 
     budget = min(STATE_MEMORY_SHARE * available_memory(), STATE_MEMORY_MAX)
     out, used = set(), 0.0
     for k, rows, _ in sorted(blocks, key=lambda b: -len(b[1])):
-        need = len(rows) * d * 4 * 2 * 1.3
+        need = len(rows) * d * 2 * 2 * 1.5
         if len(rows) < STATE_MIN_ROWS or used + need > budget:
             break
         out.add(k)
@@ -165,13 +166,13 @@ class ClipCovSelector(Selector):
             source = PartsSource(grouped.parts, rows) if remote else GroupedSource(grouped, k, keep)
             units.append(ClassUnit(k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, grouped.sum_v,
                                    grouped.sum_t, n_valid, label_sim[rows].astype(np.float32), source,
-                                   keep_state=k in stateful))
+                                   keep_state=k in stateful, threads=1 if remote else 0))
         units.sort(key=lambda u: -len(u.label_sim))  # largest first: the longest unit starts first
         index_of = {k: rows for k, rows, _ in blocks}
         cols = {name: np.full(embeddings.n, np.nan) for name in ("r", "e", "l", "c", "a")}
         workers = self._workers()
-        # local threads: one BLAS thread each (the classes are the parallelism; a multi-threaded BLAS on the
-        # kernel's small products is several times slower); Ray tasks get 1 CPU each
+        # local threads: one BLAS / torch thread each (the classes are the parallelism; a multi-threaded BLAS
+        # on the kernel's small products is several times slower); Ray tasks get 1 CPU each
         try:
             with make_distributor(self.engine, workers, self.ray_address) as dist, \
                     (blas_threads(1) if not remote else nullcontext()):
@@ -180,7 +181,11 @@ class ClipCovSelector(Selector):
 
                 sources = {}
                 unit_seconds: list[float] = []
-                for i, res in dist.imap_unordered(run_class_unit, units):
+                for done, (i, res) in enumerate(dist.imap_unordered(run_class_unit, units), 1):
+                    if not remote and workers > 1 and done == len(units) - 1:
+                        # the last unit (the largest, started first) and the merge have the CPUs to
+                        # themselves: its int8 products use them all (measured 2-2.5x on 2 cores)
+                        set_torch_threads(workers)
                     rows = index_of[res.k]
                     for name in cols:  # O(n) record of every row's terms, for the output and summary
                         cols[name][rows] = getattr(res, name)

@@ -1,0 +1,71 @@
+"""The lazy kernel's building blocks against brute force: float16 row conversion, the int8 screening
+bound and cut, and the integer products (torch's and the float fallback)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipcov_cli.select.clipcov import imatmul, lazy_kernel
+from clipcov_cli.select.methods import ClipCovSelector
+from tests.select_helpers import clustered, embedding_set
+
+
+def test_load_row_is_exact_on_every_finite_float16():
+    bits = np.arange(65536, dtype=np.uint16)
+    bits = bits[np.isfinite(bits.view(np.float16))]  # zeros, subnormals, normals, both signs
+    pad = (-len(bits)) % 64
+    rows = np.concatenate([bits, np.zeros(pad, np.uint16)]).reshape(-1, 64)
+    out = np.empty(64, np.float32)
+    for j in range(rows.shape[0]):
+        lazy_kernel.load_row(rows, j, out, out.view(np.uint32))
+        want = rows[j].view(np.float16).astype(np.float32)
+        assert np.array_equal(out.view(np.uint32), want.view(np.uint32)), j
+
+
+def _quantize(X: np.ndarray, inv: float) -> np.ndarray:
+    return np.clip(np.rint(X.astype(np.float64) * inv), -127, 127).astype(np.int8)
+
+
+@pytest.mark.parametrize("d,scale", [(8, 1.0), (64, 1.0), (512, 1.0), (64, 3.7)])
+def test_screening_bound_holds_for_every_pair(d, scale):
+    """|<v, t> - s_v s_t <q_v, q_t>| <= E for every pair, rows unit or not, and a product above the cut
+    proves <v, t> > tau."""
+    rng = np.random.default_rng(d)
+    V = (rng.normal(size=(300, d)) * scale / np.sqrt(d)).astype(np.float16)
+    T = (rng.normal(size=(300, d)) * scale / np.sqrt(d) + 0.3 * V.astype(np.float32)).astype(np.float16)
+    V64, T64 = V.astype(np.float64), T.astype(np.float64)
+    inv_v, inv_t = lazy_kernel.quantization(np.abs(V64).max()), lazy_kernel.quantization(np.abs(T64).max())
+    norm_v, norm_t = np.linalg.norm(V64, axis=1).max(), np.linalg.norm(T64, axis=1).max()
+    err = lazy_kernel.screening_error(d, inv_v, inv_t, norm_v * (1 + 1e-9), norm_t * (1 + 1e-9))
+    D = _quantize(V, inv_v).astype(np.int64) @ _quantize(T, inv_t).astype(np.int64).T
+    X = V64 @ T64.T  # exact for float16 values
+    assert np.all(np.abs(X - D / (inv_v * inv_t)) <= err)
+    for tau in (0.0, 0.05, float(np.median(X))):
+        cut = lazy_kernel.screening_cut(tau, err, inv_v, inv_t)
+        assert np.all(X[D > cut] > tau)
+        assert (D <= cut).any() or X.min() > tau
+
+
+def test_int8_products_are_exact_with_torch_and_with_the_float_fallback():
+    rng = np.random.default_rng(1)
+    A = rng.integers(-127, 128, (37, 512), dtype=np.int8)
+    B = rng.integers(-127, 128, (1000, 512), dtype=np.int8)
+    want = A.astype(np.int64) @ B.astype(np.int64).T
+    assert imatmul.backend() == "torch-int8"  # torch is a dependency: its int8 product must be the one used
+    assert np.array_equal(imatmul.int8_products(A, B), want)
+    assert np.array_equal(imatmul.float_products(A, B), want)
+    big = rng.integers(-127, 128, (3, 2000), dtype=np.int8)  # d * 127**2 >= 2**24: float64 products
+    assert np.array_equal(imatmul.float_products(big, big), big.astype(np.int64) @ big.astype(np.int64).T)
+
+
+def test_float_fallback_gives_the_same_selection(monkeypatch):
+    """The int8 products only screen: with the float fallback the selection is bit for bit the same."""
+    import clipcov_cli.select.clipcov.greedy as greedy
+
+    V, T, labels, Z = clustered(700, 16, 2, seed=3, spread=2.0)
+    emb = embedding_set(V, T, labels, Z)
+    a = ClipCovSelector(tau=0.0).select(emb, 500)
+    monkeypatch.setattr(greedy, "int8_products", imatmul.float_products)
+    b = ClipCovSelector(tau=0.0).select(emb, 500)
+    assert a.indices.tolist() == b.indices.tolist() and a.score.tolist() == b.score.tolist()
