@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -102,13 +103,18 @@ def test_killed_export_resumes_to_identical_shards_and_manifest(tmp_path):
 
     killed = 0
     for marker_dir in ("src", "out"):  # kill once in phase 1, once in phase 2
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # its own process group: the kill takes its pool's workers too (as a shell's kill of a job does),
+        # so none is left behind
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and not any((sub / "shards" / ".work" / marker_dir).glob("*.json")):
             time.sleep(0.002)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
             killed += 1
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
     assert killed >= 1 and not (sub / "shards" / "manifest.json").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

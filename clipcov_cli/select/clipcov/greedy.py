@@ -71,16 +71,17 @@ class ClassGreedy:
         self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
         lazy_kernel.heapify(self._hk, self._hi)
         max_v, max_t, norm_v, norm_t = row_stats
-        self.base = np.zeros(self.m, np.float64)  # see lazy_kernel._linear_bound_key
-        self._norms = np.array([norm_v, norm_t, 2.0 * (2 * d) * 2.0 ** -53 / (1 - (2 * d) * 2.0 ** -53)])
+        # exact <v_j, PT> + <t_j, PV> at j's last evaluation, as hi + lo (see lazy_kernel._linear_bound_key)
+        self._bh, self._bl = np.zeros(self.m, np.float64), np.zeros(self.m, np.float64)
+        gamma = 2.0 * (2 * d) * 2.0 ** -53 / (1 - (2 * d) * 2.0 ** -53)
+        self._norms = np.array([norm_v, norm_t, gamma, 0.0, 0.0])  # max |v|, max |t|, gamma, |PV|, |PT|
         self._inv = np.array([lazy_kernel.quantization(max_v), lazy_kernel.quantization(max_t)])
         err = lazy_kernel.screening_error(d, self._inv[0], self._inv[1], norm_v, norm_t)
         self._ctl = np.zeros(lazy_kernel.CTL, np.int64)
         self._ctl[0] = self.m
         self._ctl[4] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
-        self._PV = np.zeros((1, d), np.float64)  # prefix sums of selected rows
-        self._PT = np.zeros((1, d), np.float64)
-        self._PN = np.zeros((1, 2), np.float64)  # their norms (image, caption)
+        self._PV = np.zeros(d, np.float64)  # sums of the selected rows (exact)
+        self._PT = np.zeros(d, np.float64)
         self._SV = np.zeros((0, d), np.float32)  # selected rows, in selection order (values, quantized)
         self._ST = np.zeros((0, d), np.float32)
         self._QV = np.zeros((0, d), np.int8)
@@ -116,11 +117,10 @@ class ClassGreedy:
             return
         if self._SV.shape[0] < target:
             cap = min(self.m, max(target, 2 * self._SV.shape[0]))
-            self._PV, self._PT, self._PN = (_grow(P, cap + 1) for P in (self._PV, self._PT, self._PN))
             self._SV, self._ST, self._QV, self._QT = (_grow(S, cap) for S in (self._SV, self._ST, self._QV, self._QT))
         while lazy_kernel.lazy_extend(
-                self.U, self.W, self.a, self.tau, target, self._hk, self._hi, self.seen, self.bnd, self.base,
-                self.red_hi, self.red_lo, self._PV, self._PT, self._PN, self._norms, self._SV, self._ST, self._QV,
+                self.U, self.W, self.a, self.tau, target, self._hk, self._hi, self.seen, self.bnd, self._bh,
+                self._bl, self.red_hi, self.red_lo, self._PV, self._PT, self._norms, self._SV, self._ST, self._QV,
                 self._QT, self._inv, self._picks, self._gains, self.stats, self._ctl, self._bidx, self._cuts,
                 self._seg_rows, self._seg_off, self._xbuf, self._ybuf, self._Qbv, self._Qbt):
             self._screen_batch()

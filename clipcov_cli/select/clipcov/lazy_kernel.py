@@ -4,21 +4,24 @@ State lives in numpy arrays owned by the caller (``greedy.ClassGreedy``, so a cl
 later): a binary max-heap of (gain bound, position) stored as (key = -bound, position) min-heap
 arrays, each candidate's redundancy sum as an exact double-double ``(rhi, rlo)`` and the pick count it
 was last evaluated at, ``seen``; the selected members' rows (``SV``, ``ST``: float32 values; ``QV``,
-``QT``: int8 quantized) and their prefix sums (``PV``, ``PT``, float64). The class' rows stay float16
+``QT``: int8 quantized), their running sums (``PV``, ``PT``: float64 vectors, exact) and, per candidate,
+the exact <v_j, PT> + <t_j, PV> at its last evaluation (``bh + bl``). The class' rows stay float16
 bit patterns (``U``, ``W``, uint16: half the memory of float32), read through an exact table.
 
 Exact arithmetic (see docs/method.md):
 - inputs are float16 values; a product of two is a multiple of 2**-48, so a dot product of unit rows
   is exact in float64 whatever the summation order (``_dot_exact``);
-- prefix sums of float16 values are exact in float64, so are their differences, and the product of
-  a float16 value with such a difference is exact too; ``_dot_dd`` adds the products with TwoSum,
-  giving the exact dot product as an unevaluated pair (hi, lo);
+- running sums of float16 values are exact in float64 (multiples of 2**-24 below 2**29), and the
+  product of a float16 value (11 significant bits) with such a sum (at most 42 significant bits while
+  fewer than 2**18 members are selected in the class) is exact too; ``_top_dd`` adds the products
+  with TwoSum, giving the exact dot product as an unevaluated pair (hi, lo);
 - redundancy sums are kept exact as (hi, lo) pairs; a gain is ``a_j - fl(hi + lo) / m``, i.e. it
   uses the *correctly rounded* exact sum, which does not depend on the order the terms were added
   in. The plain greedy (``greedy.plain_greedy``) computes the same, so gains agree bit for bit.
 
 The exact stage avoids per-pair float64 work: sum_l [x_l]_tau = sum_l x_l - sum_{x_l <= tau} x_l, the
-first sum is one exact O(d) dot product with a difference of prefix sums, and the pairs with
+first sum is the exact O(d) dot product with the running sums minus the one stored at the last
+evaluation, and the pairs with
 x_l <= tau are singled out by int8 products of a batch of candidates against the new members
 (``imatmul.int8_products``, outside this module: ``lazy_extend`` returns to its caller for them) with
 a rigorous error bound (``screening_cut``): only pairs whose integer product is at or below the cut
@@ -147,13 +150,14 @@ def _dot_exact(x, B, l):
 
 
 @njit(cache=True, nogil=True)
-def _dot_dd(x, P, top, bot):
-    """The exact <x, P[top] - P[bot]> as (hi, lo): each product is exact, TwoSum keeps the rest."""
+def _top_dd(rv, rt, PV, PT):
+    """The exact <v, PT> + <t, PV> as (hi, lo): each product is exact, TwoSum keeps the rest."""
     hi = 0.0
     lo = 0.0
-    for q in range(x.shape[0]):
-        p = np.float64(x[q]) * (P[top, q] - P[bot, q])
-        hi, e = _two_sum(hi, p)
+    for q in range(rv.shape[0]):
+        hi, e = _two_sum(hi, np.float64(rv[q]) * PT[q])
+        lo += e
+        hi, e = _two_sum(hi, np.float64(rt[q]) * PV[q])
         lo += e
     return hi, lo
 
@@ -220,38 +224,46 @@ def _exact_key(a, rhi, rlo, j, m):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _top_dot(rv, rt, PV, PT, top):
-    """<v, PT[top]> + <t, PV[top]> in float64 (rounded: see ``_linear_bound_key``)."""
+def _top_dot(rv, rt, PV, PT):
+    """<v, PT> + <t, PV> in float64 (rounded: see ``_linear_bound_key``)."""
     x = 0.0
     for q in range(rv.shape[0]):
-        x += np.float64(rv[q]) * PT[top, q] + np.float64(rt[q]) * PV[top, q]
+        x += np.float64(rv[q]) * PT[q] + np.float64(rt[q]) * PV[q]
     return x
 
 
 @njit(cache=True, nogil=True)
-def _linear_bound_key(rv, rt, a, PV, PT, PN, base, norms, rhi, rlo, j, lo, npicks, m):
+def _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks, m):
     """Heap key of an upper bound of j's gain (tau <= 0): the members selected since its last exact
-    evaluation add at least sum_l x_l + y_l = <v_j, PT[npicks] - PT[lo]> + <t_j, PV[npicks] - PV[lo]>,
-    computed in O(d) as _top_dot(npicks) - base[j] (``base[j]``: _top_dot(lo), stored when j was last
-    evaluated), so only the current prefix row is read. Each rounded dot product is off by at most
-    gamma |v| |P| (``norms``: max |v|, max |t|, gamma = 2 d 2**-53; ``PN``: prefix row norms); the
-    margin adds those and a relative 1e-9 for the rest."""
-    lin = _top_dot(rv, rt, PV, PT, npicks) - base[j]
+    evaluation add at least sum_l x_l + y_l = <v_j, dT> + <t_j, dV> (dT, dV: sums of those members'
+    rows) = _top_dot(now) - (bh[j] + bl[j]) (the exact value stored at its last evaluation), O(d)
+    reading only the running sums. The rounded dot product is off by at most gamma (|v| |PT| + |t| |PV|)
+    (``norms``: max |v|, max |t|, gamma = 2 (2d) 2**-53, |PV|, |PT|); the margin adds twice that and a
+    relative 1e-9 for the rest."""
+    stored = bh[j] + bl[j]
+    lin = _top_dot(rv, rt, PV, PT) - stored
     red = rhi[j] + rlo[j]
     est = red + lin
-    dot_err = norms[2] * (norms[0] * (PN[npicks, 1] + PN[lo, 1]) + norms[1] * (PN[npicks, 0] + PN[lo, 0]))
-    margin = 1e-9 * (1.0 + (npicks - lo) + abs(red) + abs(lin)) + 2.0 * dot_err
+    dot_err = norms[2] * (norms[0] * norms[4] + norms[1] * norms[3])
+    margin = 1e-9 * (1.0 + (npicks - lo) + abs(red) + abs(lin) + abs(stored)) + 2.0 * dot_err
     return -(a[j] - est / m + margin)
 
 
 @njit(cache=True, nogil=True)
-def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo):
-    """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact)."""
+def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo, bh, bl):
+    """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact), and the
+    stored <v_j, PT> + <t_j, PV> moves to the current sums: (bh, bl) += the same sum unthresholded."""
     h = rhi[j]
     r = rlo[j]
+    g = bh[j]
+    s = bl[j]
     for l in range(lo, npicks):
         x = _dot_exact(rv, ST, l)
         y = _dot_exact(rt, SV, l)
+        g, e = _two_sum(g, x)
+        s += e
+        g, e = _two_sum(g, y)
+        s += e
         if x > tau:
             h, e = _two_sum(h, x)
             r += e
@@ -260,6 +272,8 @@ def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo):
             r += e
     rhi[j] = h
     rlo[j] = r
+    bh[j] = g
+    bl[j] = s
 
 
 @njit(cache=True, nogil=True)
@@ -287,7 +301,7 @@ def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, SV, ST, tau,
 
 
 @njit(cache=True, nogil=True)
-def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, base, rhi, rlo, PV, PT, SV, ST, stats, bidx, nb, cuts,
+def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, SV, ST, stats, bidx, nb, cuts,
                   nseg, seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb):
     """Exact evaluation of a batch whose integer products the caller has computed: for each candidate,
     the exact linear sum over its new members minus the pairs at or below tau (only in segments the
@@ -297,12 +311,11 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, base, rhi, rlo, P
         lo_c = seen[c]
         load_row(U, c, rv, rvb)
         load_row(W, c, rt, rtb)
-        h1, l1 = _dot_dd(rv, PT, npicks, lo_c)
-        h2, l2 = _dot_dd(rt, PV, npicks, lo_c)
+        h1, l1 = _top_dd(rv, rt, PV, PT)  # exact; minus the stored value: the new members' raw sum
         h, e = _two_sum(rhi[c], h1)
         r = rlo[c] + l1 + e
-        h, e = _two_sum(h, h2)
-        r += l2 + e
+        h, e = _two_sum(h, -bh[c])
+        r += e - bl[c]
         for i in range(nseg):
             if cuts[i + 1] <= lo_c or seg_off[i] < 0:
                 continue
@@ -312,13 +325,14 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, base, rhi, rlo, P
         rhi[c] = h
         rlo[c] = r
         seen[c] = npicks
-        base[c] = _top_dot(rv, rt, PV, PT, npicks)
+        bh[c] = h1
+        bl[c] = l1
         size = _push(hk, hi, size, _exact_key(a, rhi, rlo, c, m), c)
     return size
 
 
 @njit(cache=True, nogil=True)
-def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT, PN, norms, SV, ST, QV, QT, inv_s,
+def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, SV, ST, QV, QT, inv_s,
                 picks, gains, stats, ctl, bidx, cuts, seg_rows, seg_off, xbuf, ybuf, Qbv, Qbt):
     """Run the lazy greedy until ``ctl[1]`` (picks) reaches ``target`` or the heap is empty (returns
     0), or until a batch needs its int8 products (returns 1; call again once they are computed).
@@ -326,9 +340,9 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT,
     ``ctl`` (int64[CTL]): heap size, picks, pending batch size, pending segments, screening cut.
     A stale entry that reaches the top is re-evaluated in two stages:
     1. (tau <= 0 only) an upper bound in O(d): thresholding only raises values when tau <= 0
-       ([x]_tau >= x), so the new members add at least <v_j, dT> + <t_j, dV> with dT, dV differences
-       of prefix sums; the bound carries a margin far above float rounding. The entry goes back with
-       this bound (``bnd`` records when).
+       ([x]_tau >= x), so the new members add at least <v_j, dT> + <t_j, dV> (dT, dV: the sums of
+       their rows, through the running sums and the stored value); the bound carries a margin far
+       above float rounding. The entry goes back with this bound (``bnd`` records when).
     2. if it reaches the top again with a bound from the current step: exact. With few new members,
        pair by pair; otherwise together with the stale entries next in the heap (up to BATCH), whose
        exact evaluation now is work they would need anyway before being selected. The batch, sorted by
@@ -352,7 +366,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT,
     rvb = rv.view(np.uint32)
     rtb = rt.view(np.uint32)
     if ctl[2] > 0:
-        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, base, rhi, rlo, PV, PT, SV, ST, stats, bidx,
+        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, SV, ST, stats, bidx,
                              ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb)
         ctl[2] = 0
     fresh_k = np.empty(4 * BATCH, np.float64)
@@ -370,14 +384,12 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT,
             for q in range(d):
                 SV[npicks, q] = rv[q]
                 ST[npicks, q] = rt[q]
-                pv = PV[npicks, q] + rv[q]
-                pt = PT[npicks, q] + rt[q]
-                PV[npicks + 1, q] = pv
-                PT[npicks + 1, q] = pt
-                nv2 += pv * pv
-                nt2 += pt * pt
-            PN[npicks + 1, 0] = math.sqrt(nv2) * (1 + 1e-9)
-            PN[npicks + 1, 1] = math.sqrt(nt2) * (1 + 1e-9)
+                PV[q] += rv[q]
+                PT[q] += rt[q]
+                nv2 += PV[q] * PV[q]
+                nt2 += PT[q] * PT[q]
+            norms[3] = math.sqrt(nv2) * (1 + 1e-9)
+            norms[4] = math.sqrt(nt2) * (1 + 1e-9)
             _quantize_row(rv, inv_s[0], QV[npicks])
             _quantize_row(rt, inv_s[1], QT[npicks])
             picks[npicks] = j
@@ -390,7 +402,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT,
             stats[0] += 1
             load_row(U, j, rv, rvb)
             load_row(W, j, rt, rtb)
-            bound = _linear_bound_key(rv, rt, a, PV, PT, PN, base, norms, rhi, rlo, j, lo, npicks, m)
+            bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks, m)
             size = _push(hk, hi, size, bound, j)
             continue
         # stage 2: exact
@@ -399,9 +411,8 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT,
             stats[4] += npicks - lo
             load_row(U, j, rv, rvb)
             load_row(W, j, rt, rtb)
-            _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo)
+            _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo, bh, bl)
             seen[j] = npicks
-            base[j] = _top_dot(rv, rt, PV, PT, npicks)
             size = _push(hk, hi, size, _exact_key(a, rhi, rlo, j, m), j)
             continue
         # the batch: the next stale entries whose bound is current (those are the likely next
@@ -426,7 +437,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, base, rhi, rlo, PV, PT,
                 stats[0] += 1
                 load_row(U, j2, rv, rvb)
                 load_row(W, j2, rt, rtb)
-                bound = _linear_bound_key(rv, rt, a, PV, PT, PN, base, norms, rhi, rlo, j2, lo2, npicks, m)
+                bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j2, lo2, npicks, m)
                 size = _push(hk, hi, size, bound, j2)
                 bnd[j2] = npicks
                 continue

@@ -181,11 +181,15 @@ class ClipCovSelector(Selector):
 
                 sources = {}
                 unit_seconds: list[float] = []
-                for done, (i, res) in enumerate(dist.imap_unordered(run_class_unit, units), 1):
-                    if not remote and workers > 1 and done == len(units) - 1:
-                        # the last unit (the largest, started first) and the merge have the CPUs to
-                        # themselves: its int8 products use them all (measured 2-2.5x on 2 cores)
+                def one_left(left: int) -> None:
+                    if not remote and workers > 1 and left == 1:
+                        # the last unit and the merge have the CPUs to themselves: torch's int8
+                        # products use them all (measured 2-2.5x on 2 cores)
                         set_torch_threads(workers)
+
+                one_left(len(units))
+                for done, (i, res) in enumerate(dist.imap_unordered(run_class_unit, units), 1):
+                    one_left(len(units) - done)
                     rows = index_of[res.k]
                     for name in cols:  # O(n) record of every row's terms, for the output and summary
                         cols[name][rows] = getattr(res, name)
