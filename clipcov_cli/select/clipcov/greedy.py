@@ -82,9 +82,7 @@ class ClassGreedy:
         self._ctl[4] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
         self._PV = np.zeros(d, np.float64)  # sums of the selected rows (exact)
         self._PT = np.zeros(d, np.float64)
-        self._SV = np.zeros((0, d), np.float32)  # selected rows, in selection order (values, quantized)
-        self._ST = np.zeros((0, d), np.float32)
-        self._QV = np.zeros((0, d), np.int8)
+        self._QV = np.zeros((0, d), np.int8)  # selected rows quantized, in selection order
         self._QT = np.zeros((0, d), np.int8)
         B = lazy_kernel.BATCH
         self._bidx = np.empty(B, np.int64)
@@ -115,14 +113,14 @@ class ClassGreedy:
                 while self._n < target:
                     self._step_plain(V, T)
             return
-        if self._SV.shape[0] < target:
-            cap = min(self.m, max(target, 2 * self._SV.shape[0]))
-            self._SV, self._ST, self._QV, self._QT = (_grow(S, cap) for S in (self._SV, self._ST, self._QV, self._QT))
+        if self._QV.shape[0] < target:
+            cap = min(self.m, max(target, 2 * self._QV.shape[0]))
+            self._QV, self._QT = (_grow(S, cap) for S in (self._QV, self._QT))
         while lazy_kernel.lazy_extend(
                 self.U, self.W, self.a, self.tau, target, self._hk, self._hi, self.seen, self.bnd, self._bh,
-                self._bl, self.red_hi, self.red_lo, self._PV, self._PT, self._norms, self._SV, self._ST, self._QV,
-                self._QT, self._inv, self._picks, self._gains, self.stats, self._ctl, self._bidx, self._cuts,
-                self._seg_rows, self._seg_off, self._xbuf, self._ybuf, self._Qbv, self._Qbt):
+                self._bl, self.red_hi, self.red_lo, self._PV, self._PT, self._norms, self._QV, self._QT, self._inv,
+                self._picks, self._gains, self.stats, self._ctl, self._bidx, self._cuts, self._seg_rows,
+                self._seg_off, self._xbuf, self._ybuf, self._Qbv, self._Qbt):
             self._screen_batch()
         self._n = int(self._ctl[1])
 

@@ -3,10 +3,11 @@
 State lives in numpy arrays owned by the caller (``greedy.ClassGreedy``, so a class can be extended
 later): a binary max-heap of (gain bound, position) stored as (key = -bound, position) min-heap
 arrays, each candidate's redundancy sum as an exact double-double ``(rhi, rlo)`` and the pick count it
-was last evaluated at, ``seen``; the selected members' rows (``SV``, ``ST``: float32 values; ``QV``,
-``QT``: int8 quantized), their running sums (``PV``, ``PT``: float64 vectors, exact) and, per candidate,
-the exact <v_j, PT> + <t_j, PV> at its last evaluation (``bh + bl``). The class' rows stay float16
-bit patterns (``U``, ``W``, uint16: half the memory of float32), read through an exact table.
+was last evaluated at, ``seen``; the selected members (``picks``: their rows are read from the
+class' rows when needed; ``QV``, ``QT``: their rows int8 quantized), their running sums (``PV``,
+``PT``: float64 vectors, exact) and, per candidate, the exact <v_j, PT> + <t_j, PV> at its last
+evaluation (``bh + bl``). The class' rows stay float16 bit patterns (``U``, ``W``, uint16: half the
+memory of float32), converted exactly row by row (``load_row``).
 
 Exact arithmetic (see docs/method.md):
 - inputs are float16 values; a product of two is a multiple of 2**-48, so a dot product of unit rows
@@ -141,11 +142,11 @@ def _quantize_row(x, inv_s, out):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _dot_exact(x, B, l):
-    """<x, B_l> in float64: exact for float16-valued rows in any order (so fastmath may vectorize)."""
+def _dot_exact(x, y):
+    """<x, y> in float64: exact for float16-valued rows in any order (so fastmath may vectorize)."""
     s = 0.0
     for q in range(x.shape[0]):
-        s += np.float64(x[q]) * np.float64(B[l, q])
+        s += np.float64(x[q]) * np.float64(y[q])
     return s
 
 
@@ -250,7 +251,7 @@ def _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks,
 
 
 @njit(cache=True, nogil=True)
-def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo, bh, bl):
+def _add_pairs_exact(rv, rt, j, U, W, picks, lo, npicks, tau, rhi, rlo, bh, bl, mv, mt, mvb, mtb):
     """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact), and the
     stored <v_j, PT> + <t_j, PV> moves to the current sums: (bh, bl) += the same sum unthresholded."""
     h = rhi[j]
@@ -258,8 +259,10 @@ def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo, bh, bl):
     g = bh[j]
     s = bl[j]
     for l in range(lo, npicks):
-        x = _dot_exact(rv, ST, l)
-        y = _dot_exact(rt, SV, l)
+        load_row(W, picks[l], mt, mtb)  # member l's rows (mv, mt: scratch)
+        load_row(U, picks[l], mv, mvb)
+        x = _dot_exact(rv, mt)
+        y = _dot_exact(rt, mv)
         g, e = _two_sum(g, x)
         s += e
         g, e = _two_sum(g, y)
@@ -277,7 +280,7 @@ def _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo, bh, bl):
 
 
 @njit(cache=True, nogil=True)
-def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, SV, ST, tau, cut, h, r):
+def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, U, W, picks, tau, cut, h, r, mv, mt, mvb, mtb):
     """(h, r) minus the exact x_l = <v_c, t_l> and y_l = <t_c, v_l> that are <= tau, for members l in
     [start, stop); the integer products of row ``b`` of a segment (``w`` columns from member ``col0``,
     stored at ``off`` in ``xbuf``/``ybuf``) single them out: only those <= cut are recomputed exactly.
@@ -287,13 +290,15 @@ def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, SV, ST, tau,
     for l in range(start, stop):
         if xbuf[base + l] <= cut:
             redo += 1
-            x = _dot_exact(rv, ST, l)
+            load_row(W, picks[l], mt, mtb)
+            x = _dot_exact(rv, mt)
             if not (x > tau):
                 h, e = _two_sum(h, -x)
                 r += e
         if ybuf[base + l] <= cut:
             redo += 1
-            y = _dot_exact(rt, SV, l)
+            load_row(U, picks[l], mv, mvb)
+            y = _dot_exact(rt, mv)
             if not (y > tau):
                 h, e = _two_sum(h, -y)
                 r += e
@@ -301,8 +306,8 @@ def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, SV, ST, tau,
 
 
 @njit(cache=True, nogil=True)
-def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, SV, ST, stats, bidx, nb, cuts,
-                  nseg, seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb):
+def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, picks, stats, bidx, nb, cuts,
+                  nseg, seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb):
     """Exact evaluation of a batch whose integer products the caller has computed: for each candidate,
     the exact linear sum over its new members minus the pairs at or below tau (only in segments the
     caller flagged, ``seg_off >= 0``: the others have every product above the cut)."""
@@ -320,7 +325,7 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
             if cuts[i + 1] <= lo_c or seg_off[i] < 0:
                 continue
             h, r, redo = _subtract_low(rv, rt, b, xbuf, ybuf, seg_off[i], cuts[i + 1] - cuts[i], cuts[i],
-                                       max(cuts[i], lo_c), cuts[i + 1], SV, ST, tau, cut, h, r)
+                                       max(cuts[i], lo_c), cuts[i + 1], U, W, picks, tau, cut, h, r, mv, mt, mvb, mtb)
             stats[5] += redo
         rhi[c] = h
         rlo[c] = r
@@ -332,7 +337,7 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
 
 
 @njit(cache=True, nogil=True)
-def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, SV, ST, QV, QT, inv_s,
+def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, QV, QT, inv_s,
                 picks, gains, stats, ctl, bidx, cuts, seg_rows, seg_off, xbuf, ybuf, Qbv, Qbt):
     """Run the lazy greedy until ``ctl[1]`` (picks) reaches ``target`` or the heap is empty (returns
     0), or until a batch needs its int8 products (returns 1; call again once they are computed).
@@ -365,9 +370,13 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
     rt = np.empty(d, np.float32)
     rvb = rv.view(np.uint32)
     rtb = rt.view(np.uint32)
+    mv = np.empty(d, np.float32)  # a member's rows
+    mt = np.empty(d, np.float32)
+    mvb = mv.view(np.uint32)
+    mtb = mt.view(np.uint32)
     if ctl[2] > 0:
-        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, SV, ST, stats, bidx,
-                             ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb)
+        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, picks, stats, bidx,
+                             ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)
         ctl[2] = 0
     fresh_k = np.empty(4 * BATCH, np.float64)
     fresh_i = np.empty(4 * BATCH, np.int64)
@@ -382,8 +391,6 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             nv2 = 0.0
             nt2 = 0.0
             for q in range(d):
-                SV[npicks, q] = rv[q]
-                ST[npicks, q] = rt[q]
                 PV[q] += rv[q]
                 PT[q] += rt[q]
                 nv2 += PV[q] * PV[q]
@@ -411,7 +418,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             stats[4] += npicks - lo
             load_row(U, j, rv, rvb)
             load_row(W, j, rt, rtb)
-            _add_pairs_exact(rv, rt, j, SV, ST, lo, npicks, tau, rhi, rlo, bh, bl)
+            _add_pairs_exact(rv, rt, j, U, W, picks, lo, npicks, tau, rhi, rlo, bh, bl, mv, mt, mvb, mtb)
             seen[j] = npicks
             size = _push(hk, hi, size, _exact_key(a, rhi, rlo, j, m), j)
             continue
