@@ -88,7 +88,7 @@ def test_invalid_rows_never_selected_and_mean_mode_is_exact_without_threshold():
 
 @pytest.mark.parametrize("seed,tau,spread,d", [(0, 0.0, 1.0, 16), (1, 0.15, 1.5, 16), (2, 0.0, 3.0, 8), (3, 0.3, 2.0, 32)])
 def test_batched_exact_stage_equals_plain_greedy(seed, tau, spread, d):
-    """Classes large enough that the kernel evaluates candidates in float32 batches against hundreds of
+    """Classes large enough that the kernel evaluates candidates in int8 batches against hundreds of
     members (and recomputes the pairs near or below tau exactly): still the plain greedy, bit for bit."""
     V, T, labels, Z = clustered(700, d, 2, seed=seed, spread=spread)
     emb, sel = run_clipcov(V, T, labels, Z, 500, tau)

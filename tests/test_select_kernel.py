@@ -69,3 +69,30 @@ def test_float_fallback_gives_the_same_selection(monkeypatch):
     monkeypatch.setattr(greedy, "int8_products", imatmul.float_products)
     b = ClipCovSelector(tau=0.0).select(emb, 500)
     assert a.indices.tolist() == b.indices.tolist() and a.score.tolist() == b.score.tolist()
+
+
+def test_thread_share_is_applied_by_the_worker_thread():
+    """torch's thread count is per thread: a running worker picks up a raised share itself."""
+    import threading
+
+    import torch
+
+    share = imatmul.ThreadShare(1)
+    seen, raised, done = [], threading.Event(), threading.Event()
+
+    def worker():
+        share.apply()
+        seen.append(torch.get_num_threads())
+        raised.wait(10)
+        share.apply()
+        seen.append(torch.get_num_threads())
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    while not seen:
+        pass
+    share.n = 2
+    raised.set()
+    t.join(10)
+    assert done.is_set() and seen == [1, 2]

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipcov_cli.select.clipcov import lazy_kernel
-from clipcov_cli.select.clipcov.imatmul import int8_products
+from clipcov_cli.select.clipcov.imatmul import ThreadShare, int8_products
 from clipcov_cli.select.clipcov.scan import F16_TO_F32, as_f16_bits, to_float32
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
-
 
 
 class ClassGreedy:
@@ -41,16 +40,19 @@ class ClassGreedy:
 
     ``V``, ``T``: the class' rows, float16 bit patterns (uint16) or float16 values in any float dtype;
     ``a``: modular scores, ``index``: the rows' global example indices (ascending), for tie-breaking;
-    ``row_stats``: ``lazy_kernel.row_stats`` of the rows if the caller has it.
+    ``row_stats``: ``lazy_kernel.row_stats`` of the rows if the caller has it; ``threads``: the torch
+    threads to use for the int8 products (applied before each batch).
     """
 
     def __init__(self, V: np.ndarray, T: np.ndarray, a: np.ndarray, index: np.ndarray, tau: float,
-                 row_stats: tuple | None = None) -> None:
+                 row_stats: tuple | None = None, threads: ThreadShare | None = None) -> None:
         self.U, self.W = _bits(V), _bits(T)
         self.a = np.asarray(a, np.float64)
         self.index = np.asarray(index, np.int64)
         self.m = len(self.a)
         self.tau = float(tau)
+        self.threads = threads
+        self._broken = False  # a batch failed half-way: the state is not consistent any more
         self.lazy = self.tau >= 0
         self._picks = np.empty(self.m, np.int64)
         self._gains = np.empty(self.m, np.float64)
@@ -106,6 +108,8 @@ class ClassGreedy:
 
     def extend(self, count: int) -> None:
         """Compute up to ``count`` more picks (fewer if the class runs out)."""
+        if self._broken:
+            raise RuntimeError("this class' greedy failed during a batch and cannot be extended")
         target = min(self.m, self._n + count)
         if not self.lazy:
             if self._n < target:
@@ -121,7 +125,13 @@ class ClassGreedy:
                 self._bl, self.red_hi, self.red_lo, self._PV, self._PT, self._norms, self._QV, self._QT, self._inv,
                 self._picks, self._gains, self.stats, self._ctl, self._bidx, self._cuts, self._seg_rows,
                 self._seg_off, self._xbuf, self._ybuf, self._Qbv, self._Qbt):
-            self._screen_batch()
+            if self.threads is not None:
+                self.threads.apply()
+            try:
+                self._screen_batch()
+            except BaseException:
+                self._broken = True
+                raise
         self._n = int(self._ctl[1])
 
     def _screen_batch(self) -> None:

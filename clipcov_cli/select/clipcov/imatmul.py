@@ -68,8 +68,20 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class ThreadShare:
+    """How many torch threads a per-class worker should use now. torch's setting is per thread
+    (OpenMP), so each worker applies it itself, before each batch's products; the local workers share
+    one of these and the driver raises it when a single unit is left. A Ray task gets its own copy."""
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = int(n)
+
+    def apply(self) -> None:
+        set_torch_threads(self.n)
+
+
 def set_torch_threads(n: int) -> None:
-    """For a process of its own (a Ray task given ``n`` CPUs): torch's intra-op threads, no restore."""
+    """torch's intra-op threads for the calling thread (and threads it starts later), no restore."""
     try:
         import torch
     except ImportError:

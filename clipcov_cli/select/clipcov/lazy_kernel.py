@@ -52,7 +52,7 @@ def quantization(max_abs: float) -> float:
 def screening_error(d: int, inv_v: float, inv_t: float, norm_v: float, norm_t: float) -> float:
     """A rigorous bound of |<v, t> - s_v s_t <q_v, q_t>| for rows of the class (either way round).
 
-    Each quantized value is off by at most s/2 (rint, computed in float64: plus a relative 1e-12), so
+    Each quantized value is off by at most s/2 (rint, computed in float64; widened by a relative 1e-9), so
     |v - s_v q_v| <= dv = s_v/2 sqrt(d); then <v,t> - <v^,t^> = <v - v^, t> + <v^, t - t^> is at most
     dv |t| + (|v| + dv) dt (|v|, |t| <= the class' largest row norms). Widened by a relative 1e-6;
     the integer products themselves are exact."""
@@ -68,8 +68,6 @@ def screening_cut(tau: float, err: float, inv_v: float, inv_t: float) -> int:
     s_v s_t D >= s_v s_t (cut + 1) > tau + err (one unit of margin over the float rounding here)."""
     c = math.floor((tau + err) * inv_v * inv_t) + 1
     return int(min(max(c, -INT32_MAX), INT32_MAX))
-
-
 
 
 @njit(cache=True, nogil=True)

@@ -18,7 +18,7 @@ from numba import njit
 
 from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
-from clipcov_cli.select.clipcov.imatmul import set_torch_threads
+from clipcov_cli.select.clipcov.imatmul import ThreadShare
 from clipcov_cli.select.clipcov.lazy_kernel import load_row
 from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, gather_parts, to_float32
 
@@ -61,7 +61,7 @@ class ClassUnit:
     label_sim: np.ndarray  # (m,) of the class' valid rows
     source: object
     keep_state: bool = False  # return the greedy's state, to extend it in place (local threads only)
-    threads: int = 0  # set the process' torch threads to this (Ray tasks); 0: leave them (local threads)
+    threads: ThreadShare | None = None  # torch threads for this unit's worker (see imatmul.ThreadShare)
 
     def with_quota(self, quota: int) -> "ClassUnit":
         from dataclasses import replace
@@ -173,13 +173,13 @@ def class_terms(U: np.ndarray, W: np.ndarray, l: np.ndarray, sum_v, sum_t, n_val
 def run_class_unit(unit: ClassUnit) -> ClassResult:
     """Read the class' rows, compute its terms and its greedy sequence to ``unit.quota`` picks."""
     t0 = time.perf_counter()
-    if unit.threads:  # a process of its own (a Ray task): its share of the CPUs
-        set_torch_threads(unit.threads)
+    if unit.threads is not None:
+        unit.threads.apply()
     U, W = unit.source.load()
     U, W = np.ascontiguousarray(U), np.ascontiguousarray(W)
     r, e, l, c, a, stats = class_terms(U, W, unit.label_sim, unit.sum_v, unit.sum_t, unit.n_valid, unit.alpha,
                                        unit.beta, unit.gamma, unit.tau, unit.r_mode)
-    g = ClassGreedy(U, W, a, np.arange(len(a)), unit.tau, row_stats=stats)
+    g = ClassGreedy(U, W, a, np.arange(len(a)), unit.tau, row_stats=stats, threads=unit.threads)
     g.extend(unit.quota)
     return ClassResult(unit.k, np.asarray(g.picks, np.int64), np.asarray(g.gains, np.float64), r, e, l, c, a, g.stats,
                        g if unit.keep_state else None, time.perf_counter() - t0)

@@ -21,7 +21,7 @@ from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
 from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
-from clipcov_cli.select.clipcov.imatmul import set_torch_threads
+from clipcov_cli.select.clipcov.imatmul import ThreadShare, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
 from clipcov_cli.select.profile import profile, worker_count
@@ -160,13 +160,14 @@ class ClipCovSelector(Selector):
 
         units = []
         stateful = set() if remote else _stateful_classes(blocks, embeddings.d)
+        share = ThreadShare(1)  # torch threads of the local workers (one each until a single unit is left)
         for k, rows, keep in blocks:
             factor = STATE_QUOTA_FACTOR if k in stateful else QUOTA_FACTOR
             quota = min(len(rows), math.ceil(factor * budget * len(rows) / n_valid) + 16)
             source = PartsSource(grouped.parts, rows) if remote else GroupedSource(grouped, k, keep)
             units.append(ClassUnit(k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, grouped.sum_v,
                                    grouped.sum_t, n_valid, label_sim[rows].astype(np.float32), source,
-                                   keep_state=k in stateful, threads=1 if remote else 0))
+                                   keep_state=k in stateful, threads=ThreadShare(1) if remote else share))
         units.sort(key=lambda u: -len(u.label_sim))  # largest first: the longest unit starts first
         index_of = {k: rows for k, rows, _ in blocks}
         cols = {name: np.full(embeddings.n, np.nan) for name in ("r", "e", "l", "c", "a")}
@@ -184,7 +185,9 @@ class ClipCovSelector(Selector):
                 def one_left(left: int) -> None:
                     if not remote and workers > 1 and left == 1:
                         # the last unit and the merge have the CPUs to themselves: torch's int8
-                        # products use them all (measured 2-2.5x on 2 cores)
+                        # products use them all (measured 2-2.5x on 2 cores); the worker applies it
+                        # before its next batch, this thread for the merge
+                        share.n = workers
                         set_torch_threads(workers)
 
                 one_left(len(units))
