@@ -40,7 +40,8 @@ class ClassGreedy:
 
     ``V``, ``T``: the class' rows, float16 bit patterns (uint16) or float16 values in any float dtype;
     ``a``: modular scores, ``index``: the rows' global example indices (ascending), for tie-breaking;
-    ``row_stats``: ``lazy_kernel.row_stats`` of the rows if the caller has it; ``threads``: the torch
+    ``row_stats``: the rows' screening statistics (``lazy_kernel.column_sums_and_stats``) if the caller
+    has them; ``threads``: the torch
     threads to use for the int8 products (applied before each batch).
     """
 
@@ -61,7 +62,7 @@ class ClassGreedy:
         self.red_lo = np.zeros(self.m, np.float64)
         self.stats = np.zeros(6, np.int64)  # see lazy_kernel.lazy_extend
         if self.lazy:
-            self._init_lazy(row_stats or lazy_kernel.row_stats(self.U, self.W))
+            self._init_lazy(row_stats or lazy_kernel.column_sums_and_stats(self.U, self.W)[2])
         else:
             self.taken = np.zeros(self.m, bool)
 

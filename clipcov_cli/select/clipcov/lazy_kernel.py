@@ -99,33 +99,43 @@ def load_row(U, j, out, out_bits):
 
 
 @njit(cache=True, nogil=True)
-def row_stats(U, W):
-    """(max |v_q|, max |t_q|, max |v|, max |t|) over the class' rows (float16 bits), norms widened by
-    a relative 1e-9 over their float64 rounding."""
+def scratch_row(d):
+    """A float32 row buffer for ``load_row`` and its uint32 view."""
+    out = np.empty(d, np.float32)
+    return out, out.view(np.uint32)
+
+
+@njit(cache=True, nogil=True)
+def column_sums_and_stats(U, W):
+    """Over the class' rows (float16 bits), in one pass: the column sums (exact: float16 values summed
+    in float64) and what the int8 screening needs, (max |v_q|, max |t_q|, max |v|, max |t|), norms
+    widened by a relative 1e-9 over their float64 rounding."""
     d = U.shape[1]
-    rv = np.empty(d, np.float32)
-    rt = np.empty(d, np.float32)
-    rvb = rv.view(np.uint32)
-    rtb = rt.view(np.uint32)
+    sv = np.zeros(d)
+    st = np.zeros(d)
+    rv, rvb = scratch_row(d)
+    rt, rtb = scratch_row(d)
     mav = 0.0
     mat = 0.0
-    nv = 0.0
-    nt = 0.0
+    mnv = 0.0
+    mnt = 0.0
     for i in range(U.shape[0]):
         load_row(U, i, rv, rvb)
         load_row(W, i, rt, rtb)
-        sv = 0.0
-        st = 0.0
+        nv = 0.0
+        nt = 0.0
         for q in range(d):
             x = np.float64(rv[q])
             y = np.float64(rt[q])
-            sv += x * x
-            st += y * y
+            sv[q] += x
+            st[q] += y
+            nv += x * x
+            nt += y * y
             mav = max(mav, abs(x))
             mat = max(mat, abs(y))
-        nv = max(nv, sv)
-        nt = max(nt, st)
-    return mav, mat, math.sqrt(nv) * (1 + 1e-9), math.sqrt(nt) * (1 + 1e-9)
+        mnv = max(mnv, nv)
+        mnt = max(mnt, nt)
+    return sv, st, (mav, mat, math.sqrt(mnv) * (1 + 1e-9), math.sqrt(mnt) * (1 + 1e-9))
 
 
 @njit(cache=True, nogil=True)
@@ -288,19 +298,22 @@ def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, U, W, picks,
     for l in range(start, stop):
         if xbuf[base + l] <= cut:
             redo += 1
-            load_row(W, picks[l], mt, mtb)
-            x = _dot_exact(rv, mt)
-            if not (x > tau):
-                h, e = _two_sum(h, -x)
-                r += e
+            h, r = _minus_if_low(rv, W, picks[l], mt, mtb, tau, h, r)  # x_l = <v_c, t_l>
         if ybuf[base + l] <= cut:
             redo += 1
-            load_row(U, picks[l], mv, mvb)
-            y = _dot_exact(rt, mv)
-            if not (y > tau):
-                h, e = _two_sum(h, -y)
-                r += e
+            h, r = _minus_if_low(rt, U, picks[l], mv, mvb, tau, h, r)  # y_l = <t_c, v_l>
     return h, r, redo
+
+
+@njit(cache=True, nogil=True)
+def _minus_if_low(row, M, p, m, mb, tau, h, r):
+    """(h, r) minus the exact <row, M_p> if it is <= tau (``m``, ``mb``: scratch for M's row p)."""
+    load_row(M, p, m, mb)
+    x = _dot_exact(row, m)
+    if not (x > tau):
+        h, e = _two_sum(h, -x)
+        r += e
+    return h, r
 
 
 @njit(cache=True, nogil=True)
@@ -364,14 +377,10 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
     npicks = ctl[1]
     cut = ctl[4]
     lin_ok = tau <= 0.0  # [x]_tau >= x only when tau <= 0 (then thresholding only raises values)
-    rv = np.empty(d, np.float32)  # the row at hand, as float32 values
-    rt = np.empty(d, np.float32)
-    rvb = rv.view(np.uint32)
-    rtb = rt.view(np.uint32)
-    mv = np.empty(d, np.float32)  # a member's rows
-    mt = np.empty(d, np.float32)
-    mvb = mv.view(np.uint32)
-    mtb = mt.view(np.uint32)
+    rv, rvb = scratch_row(d)  # the row at hand, as float32 values
+    rt, rtb = scratch_row(d)
+    mv, mvb = scratch_row(d)  # a member's rows
+    mt, mtb = scratch_row(d)
     if ctl[2] > 0:
         size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, picks, stats, bidx,
                              ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)

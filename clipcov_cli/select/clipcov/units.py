@@ -19,7 +19,7 @@ from numba import njit
 from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
 from clipcov_cli.select.clipcov.imatmul import ThreadShare
-from clipcov_cli.select.clipcov.lazy_kernel import load_row
+from clipcov_cli.select.clipcov.lazy_kernel import column_sums_and_stats, load_row, scratch_row
 from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, gather_parts, to_float32
 
 
@@ -85,49 +85,12 @@ class ClassResult:
 
 
 @njit(cache=True, nogil=True)
-def _column_sums(U, W):
-    """Column sums of the class' rows (float16 bits; exact: float16 values summed in float64) and the
-    rows' statistics the greedy's int8 screening needs (as ``lazy_kernel.row_stats``), in one pass."""
-    d = U.shape[1]
-    sv = np.zeros(d)
-    st = np.zeros(d)
-    rv = np.empty(d, np.float32)
-    rt = np.empty(d, np.float32)
-    rvb = rv.view(np.uint32)
-    rtb = rt.view(np.uint32)
-    mav = 0.0  # max |v_q|, max |t_q|, max |v|^2, max |t|^2
-    mat = 0.0
-    mnv = 0.0
-    mnt = 0.0
-    for i in range(U.shape[0]):
-        load_row(U, i, rv, rvb)
-        load_row(W, i, rt, rtb)
-        nv = 0.0
-        nt = 0.0
-        for q in range(d):
-            x = np.float64(rv[q])
-            y = np.float64(rt[q])
-            sv[q] += x
-            st[q] += y
-            nv += x * x
-            nt += y * y
-            mav = max(mav, abs(x))
-            mat = max(mat, abs(y))
-        mnv = max(mnv, nv)
-        mnt = max(mnt, nt)
-    stats = np.array([mav, mat, np.sqrt(mnv) * (1 + 1e-9), np.sqrt(mnt) * (1 + 1e-9)])
-    return sv, st, stats
-
-
-@njit(cache=True, nogil=True)
 def _row_terms(U, W, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
     """Per row (float16 bits), in float64 and a fixed order (the same result on every engine):
     e = <v, t>, c = <v, out_t> + <t, out_v>, and (mean identity) r = <t, mu_v> + <v, mu_t>."""
     d = U.shape[1]
-    rv = np.empty(d, np.float32)
-    rt = np.empty(d, np.float32)
-    rvb = rv.view(np.uint32)
-    rtb = rt.view(np.uint32)
+    rv, rvb = scratch_row(d)
+    rt, rtb = scratch_row(d)
     for i in range(U.shape[0]):
         load_row(U, i, rv, rvb)
         load_row(W, i, rt, rtb)
@@ -154,9 +117,9 @@ def _row_terms(U, W, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
 def class_terms(U: np.ndarray, W: np.ndarray, l: np.ndarray, sum_v, sum_t, n_valid: int, alpha, beta, gamma, tau,
                 r_mode: str):
     """(r, e, l, c, a) of one class from its rows as float16 bits (uint16), float64 arithmetic, and the
-    rows' statistics (``lazy_kernel.row_stats``)."""
+    rows' screening statistics (``lazy_kernel.column_sums_and_stats``)."""
     m = U.shape[0]
-    sv_k, st_k, stats = _column_sums(U, W)
+    sv_k, st_k, stats = column_sums_and_stats(U, W)
     n_out = n_valid - m
     out_t = (sum_t - st_k) / n_out if n_out else np.zeros_like(sum_t)
     out_v = (sum_v - sv_k) / n_out if n_out else np.zeros_like(sum_v)
@@ -167,7 +130,7 @@ def class_terms(U: np.ndarray, W: np.ndarray, l: np.ndarray, sum_v, sum_t, n_val
         r = terms.representativeness_exact(to_float32(U, F16_TO_F32), to_float32(W, F16_TO_F32), tau)
     _row_terms(U, W, out_t, out_v, sv_k / m, st_k / m, e, c, r, r_mode == "mean")
     l = np.asarray(l, np.float64)
-    return r, e, l, c, terms.modular_score(r, e, l, c, alpha, beta, gamma), tuple(stats.tolist())
+    return r, e, l, c, terms.modular_score(r, e, l, c, alpha, beta, gamma), stats
 
 
 def run_class_unit(unit: ClassUnit) -> ClassResult:
