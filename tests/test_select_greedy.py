@@ -102,8 +102,24 @@ def test_kernel_uses_batches_and_recomputes_low_pairs():
     a = np.random.default_rng(0).normal(size=800) * 0.01
     g = ClassGreedy(V, T, a, np.arange(800), tau=0.0)
     g.extend(600)
-    bounds, single, batches, batched, pairs, redone = g.stats.tolist()
+    bounds, single, batches, batched, pairs, redone, ahead = g.stats.tolist()
     assert batches > 0 and batched >= batches and pairs > 0 and redone > 0
+
+
+@pytest.mark.parametrize("seed,tau,spread", [(0, 0.0, 1.0), (1, 0.2, 2.0), (2, 0.0, 3.0)])
+def test_look_ahead_batches_equal_plain_greedy(seed, tau, spread):
+    """Batches topped up with candidates from deeper in the heap (the look-ahead, lowered to 32 old
+    members here; the default needs 1024): which candidates are evaluated early never changes a pick."""
+    n = 6000  # several times the look-ahead's pool, so that most of the heap stays out of it
+    V, T, labels, Z = clustered(n, 8, 1, seed=seed, spread=spread)
+    a = np.random.default_rng(seed).normal(size=n) * 0.05
+    g = ClassGreedy(V, T, a, np.arange(n), tau=tau, lookahead_min=32)
+    g.extend(600)
+    g.extend(900)  # extended in place, as the merge does
+    picks, gains = plain_greedy(V, T, labels, a, 1500, tau)
+    assert g.picks == picks.tolist()
+    assert g.gains == gains.tolist()
+    assert g.stats[6] > 0  # the look-ahead added candidates
 
 
 def test_exact_sums_do_not_depend_on_order():

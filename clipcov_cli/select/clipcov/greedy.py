@@ -41,18 +41,20 @@ class ClassGreedy:
     ``V``, ``T``: the class' rows, float16 bit patterns (uint16) or float16 values in any float dtype;
     ``a``: modular scores, ``index``: the rows' global example indices (ascending), for tie-breaking;
     ``row_stats``: the rows' screening statistics (``lazy_kernel.column_sums_and_stats``) if the caller
-    has them; ``threads``: the torch
-    threads to use for the int8 products (applied before each batch).
+    has them; ``threads``: the torch threads to use for the int8 products (applied before each batch);
+    ``lookahead_min``: the kernel's look-ahead threshold (a tuning constant; tests lower it).
     """
 
     def __init__(self, V: np.ndarray, T: np.ndarray, a: np.ndarray, index: np.ndarray, tau: float,
-                 row_stats: tuple | None = None, threads: ThreadShare | None = None) -> None:
+                 row_stats: tuple | None = None, threads: ThreadShare | None = None,
+                 lookahead_min: int = lazy_kernel.LOOKAHEAD_MIN) -> None:
         self.U, self.W = _bits(V), _bits(T)
         self.a = np.asarray(a, np.float64)
         self.index = np.asarray(index, np.int64)
         self.m = len(self.a)
         self.tau = float(tau)
         self.threads = threads
+        self.lookahead_min = int(lookahead_min)
         self._broken = False  # a batch failed half-way: the state is not consistent any more
         self.lazy = self.tau >= 0
         self._picks = np.empty(self.m, np.int64)
@@ -60,7 +62,7 @@ class ClassGreedy:
         self._n = 0
         self.red_hi = np.zeros(self.m, np.float64)  # exact redundancy sums: hi + lo
         self.red_lo = np.zeros(self.m, np.float64)
-        self.stats = np.zeros(6, np.int64)  # see lazy_kernel.lazy_extend
+        self.stats = np.zeros(lazy_kernel.STATS, np.int64)  # see lazy_kernel.lazy_extend
         if self.lazy:
             self._init_lazy(row_stats or lazy_kernel.column_sums_and_stats(self.U, self.W)[2])
         else:
@@ -83,11 +85,12 @@ class ClassGreedy:
         self._ctl = np.zeros(lazy_kernel.CTL, np.int64)
         self._ctl[0] = self.m
         self._ctl[4] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
+        self._ctl[5] = self.lookahead_min
         self._PV = np.zeros(d, np.float64)  # sums of the selected rows (exact)
         self._PT = np.zeros(d, np.float64)
         self._QV = np.zeros((0, d), np.int8)  # selected rows quantized, in selection order
         self._QT = np.zeros((0, d), np.int8)
-        B = lazy_kernel.BATCH
+        B = lazy_kernel.BATCH_CAP
         self._bidx = np.empty(B, np.int64)
         self._cuts = np.empty(lazy_kernel.MAX_SEGMENTS + 2, np.int64)
         self._seg_rows = np.empty(lazy_kernel.MAX_SEGMENTS + 2, np.int64)

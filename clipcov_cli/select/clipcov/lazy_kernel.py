@@ -38,9 +38,14 @@ from numba import njit
 
 SMALL = 24  # at most this many new members: evaluate one candidate alone, pair by pair
 BATCH = 128  # candidates evaluated together in int8 products
+OLD_ROWS = 384  # look-ahead: top a batch up to this many candidates that need the oldest members
+POOL = 4 * OLD_ROWS  # ... chosen by fresh O(d) bound among this many entries next in the heap
+LOOKAHEAD_MIN = 1024  # ... when the oldest members needed are at least this many (default of ctl[5])
+BATCH_CAP = BATCH + OLD_ROWS  # rows of a batch at most
 MAX_SEGMENTS = 6  # column blocks of a batch (members sorted by last evaluation: a staircase)
 QMAX = 127  # int8 quantization: q = rint(x * QMAX / max |x|)
-CTL = 5  # control words: heap size, picks, pending batch size, pending segments, screening cut
+CTL = 6  # control words: heap size, picks, pending batch size, pending segments, screening cut, look-ahead min
+STATS = 7  # counters, see lazy_extend
 INT32_MAX = 2**31 - 1
 
 
@@ -348,12 +353,61 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
 
 
 @njit(cache=True, nogil=True)
+def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, stats, npicks, m, bidx, nb,
+                lo_min, fresh_k, fresh_i, nfresh, rv, rt, rvb, rtb, pool_k, pool_i):
+    """Top the batch up with more candidates that need the oldest members. Per batch only a few
+    (~ the picks until the next batch) were never evaluated or long ago; their products against all
+    the members are a skinny matrix product that runs at half the int8 rate. The next POOL stale
+    entries of the heap get a current O(d) bound; the best of them join the batch, the rest go back.
+    Which candidates are evaluated exactly, and when, never changes a result (exact sums and keys);
+    a candidate evaluated early needs only the members selected after that when it is next due."""
+    half = lo_min + (npicks - lo_min) // 2
+    old = 0
+    for b in range(nb):
+        if seen[bidx[b]] < half:
+            old += 1
+    want = min(OLD_ROWS - old, BATCH_CAP - nb)
+    if want <= 0:
+        return size, nb, nfresh
+    npool = 0
+    while npool < POOL and size > 0:
+        j2 = hi[0]
+        k2 = hk[0]
+        size = _pop(hk, hi, size)
+        if seen[j2] == npicks:  # fresh: set aside
+            fresh_k[nfresh] = k2
+            fresh_i[nfresh] = j2
+            nfresh += 1
+            continue
+        if lin_ok and bnd[j2] != npicks:
+            stats[0] += 1
+            load_row(U, j2, rv, rvb)
+            load_row(W, j2, rt, rtb)
+            k2 = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j2, seen[j2], npicks, m)
+            bnd[j2] = npicks
+        pool_k[npool] = k2
+        pool_i[npool] = j2
+        npool += 1
+    order = np.argsort(pool_k[:npool], kind="mergesort")
+    for r in range(npool):
+        p = order[r]
+        if r < want:
+            bidx[nb] = pool_i[p]
+            nb += 1
+            stats[6] += 1
+        else:
+            size = _push(hk, hi, size, pool_k[p], pool_i[p])
+    return size, nb, nfresh
+
+
+@njit(cache=True, nogil=True)
 def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, QV, QT, inv_s,
                 picks, gains, stats, ctl, bidx, cuts, seg_rows, seg_off, xbuf, ybuf, Qbv, Qbt):
     """Run the lazy greedy until ``ctl[1]`` (picks) reaches ``target`` or the heap is empty (returns
     0), or until a batch needs its int8 products (returns 1; call again once they are computed).
 
-    ``ctl`` (int64[CTL]): heap size, picks, pending batch size, pending segments, screening cut.
+    ``ctl`` (int64[CTL]): heap size, picks, pending batch size, pending segments, screening cut, and
+    the oldest-members count from which a batch is topped up (``_look_ahead``).
     A stale entry that reaches the top is re-evaluated in two stages:
     1. (tau <= 0 only) an upper bound in O(d): thresholding only raises values when tau <= 0
        ([x]_tau >= x), so the new members add at least <v_j, dT> + <t_j, dV> (dT, dV: the sums of
@@ -368,8 +422,9 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
        the cut in xbuf, ybuf at seg_off[i] (else seg_off[i] = -1); the next call finishes the batch.
     A fresh entry (evaluated at the current step) at the top is selected.
 
-    ``stats`` (int64[6]) counts: bounds, single exact evaluations, batches, batched candidates,
-    member pairs evaluated (blocks included), pairs recomputed exactly for thresholding.
+    ``stats`` (int64[STATS]) counts: bounds, single exact evaluations, batches, batched candidates,
+    member pairs evaluated (blocks included), pairs recomputed exactly for thresholding, batched
+    candidates added by the look-ahead.
     """
     m = U.shape[0]
     d = U.shape[1]
@@ -385,8 +440,10 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
         size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, picks, stats, bidx,
                              ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)
         ctl[2] = 0
-    fresh_k = np.empty(4 * BATCH, np.float64)
-    fresh_i = np.empty(4 * BATCH, np.int64)
+    fresh_k = np.empty(4 * BATCH + POOL, np.float64)
+    fresh_i = np.empty(4 * BATCH + POOL, np.int64)
+    pool_k = np.empty(POOL, np.float64)
+    pool_i = np.empty(POOL, np.int64)
     while npicks < target and size > 0:
         key = hk[0]
         j = hi[0]
@@ -459,6 +516,12 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             nb += 1
             if lo2 < lo_min:
                 lo_min = lo2
+        if npicks - lo_min >= ctl[5]:
+            size, nb, nfresh = _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms,
+                                           stats, npicks, m, bidx, nb, lo_min, fresh_k, fresh_i, nfresh, rv, rt, rvb,
+                                           rtb, pool_k, pool_i)
+            for b in range(nb):
+                lo_min = min(lo_min, seen[bidx[b]])
         for f in range(nfresh):
             size = _push(hk, hi, size, fresh_k[f], fresh_i[f])
         # sort the batch by last evaluation, so that the members each one still needs form a staircase
