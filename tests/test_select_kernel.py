@@ -96,3 +96,29 @@ def test_thread_share_is_applied_by_the_worker_thread():
     raised.set()
     t.join(10)
     assert done.is_set() and seen == [1, 2]
+
+
+def test_warm_up_runs_the_unit_code_it_stands_in_for():
+    """The background warm-up swallows its errors (the units report them), so it is run bare here: it
+    must go through the terms, the batched int8 stage and the look-ahead without failing."""
+    from clipcov_cli.select.clipcov import units
+
+    bounds, single, batches, batched, pairs, redone, ahead = units.warm_up().tolist()
+    assert batches > 0 and ahead > 0
+    assert imatmul.backend() in ("torch-int8", "blas-float")
+
+
+def test_row_gather_checks_its_rows(tmp_path):
+    """Rows are gathered with numpy's unbuffered take (mode="clip"), so out-of-range rows must be refused
+    before, not clipped to the last row."""
+    from clipcov_cli.select.clipcov.scan import NpyPart, close_maps
+
+    X = np.arange(40, dtype=np.float16).reshape(10, 4)
+    np.save(tmp_path / "x.npy", X)
+    part = NpyPart.open(tmp_path / "x.npy")
+    out = np.empty((3, 4), np.uint16)
+    part.take_into(np.array([1, 5, 9]), out, populate=True)
+    assert np.array_equal(out.view(np.float16), X[[1, 5, 9]])
+    with pytest.raises(IndexError):
+        part.take_into(np.array([1, 5, 10]), out)
+    close_maps()

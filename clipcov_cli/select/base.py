@@ -73,6 +73,10 @@ class Selector(ABC):
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
         """Pick exactly ``budget`` valid rows (``budget <= embeddings.n_valid``)."""
 
+    def warm_up(self) -> None:
+        """Optional: start loading what :meth:`select` will need, in the background, while the caller
+        reads the embeddings. Never changes a result; by default it does nothing."""
+
     def params(self) -> dict:
         """The method's parameters, recorded in the manifest."""
         from dataclasses import asdict, is_dataclass

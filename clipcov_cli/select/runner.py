@@ -62,6 +62,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
                              ray_address=cfg.ray_address)
     workers = worker_count(cfg.workers)
     keep_alive: list = []
+    if not cfg.dry_run:
+        selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
     emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
                                 workers=workers, class_copy=False if cfg.engine == "ray" else None)

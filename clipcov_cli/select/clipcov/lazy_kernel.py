@@ -34,7 +34,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 SMALL = 24  # at most this many new members: evaluate one candidate alone, pair by pair
 BATCH = 128  # candidates evaluated together in int8 products
@@ -101,6 +104,52 @@ def load_row(U, j, out, out_bits):
             if em < 0x400:
                 v = np.float32(em) * np.float32(5.9604644775390625e-08)
                 out[q] = -v if h & 0x8000 else v
+
+
+@intrinsic
+def _prefetch_line(typingctx, arr, i, q):
+    """Hint the CPU to fetch the cache line holding ``arr[i, q]`` (``llvm.prefetch``: read, all
+    cache levels). No effect on results."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, idx, wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i, q), codegen
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_rows_hint(U, W, j):
+    for q in range(0, U.shape[1], 32):  # 32 float16 = one 64-byte line
+        _prefetch_line(U, j, q)
+        _prefetch_line(W, j, q)
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_rows_none(U, W, j):
+    pass
+
+
+def _pick_prefetch():
+    """The prefetching version if this numba/LLVM compiles it, else a no-op (the kernel is the same
+    either way, only its row reads can wait longer)."""
+    try:
+        probe = np.zeros((2, 64), np.uint16)
+        _prefetch_rows_hint(probe, probe, 1)
+        return _prefetch_rows_hint
+    except Exception:  # noqa: BLE001 - any compile failure: no hints
+        return _prefetch_rows_none
+
+
+prefetch_rows = _pick_prefetch()  # rows j of U and W: a heap entry that will be read next
 
 
 @njit(cache=True, nogil=True)
@@ -329,6 +378,8 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
     caller flagged, ``seg_off >= 0``: the others have every product above the cut)."""
     for b in range(nb):
         c = bidx[b]
+        if b + 1 < nb:
+            prefetch_rows(U, W, bidx[b + 1])
         lo_c = seen[c]
         load_row(U, c, rv, rvb)
         load_row(W, c, rt, rtb)
@@ -374,6 +425,8 @@ def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, 
         j2 = hi[0]
         k2 = hk[0]
         size = _pop(hk, hi, size)
+        if size > 0:
+            prefetch_rows(U, W, hi[0])
         if seen[j2] == npicks:  # fresh: set aside
             fresh_k[nfresh] = k2
             fresh_i[nfresh] = j2
@@ -448,6 +501,8 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
         key = hk[0]
         j = hi[0]
         size = _pop(hk, hi, size)
+        if size > 0:
+            prefetch_rows(U, W, hi[0])  # likely the next entry handled
         lo = seen[j]
         if lo == npicks:  # fresh: the key is the exact current gain
             load_row(U, j, rv, rvb)
@@ -499,6 +554,8 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             lo2 = seen[j2]
             size = _pop(hk, hi, size)
             pops += 1
+            if size > 0:
+                prefetch_rows(U, W, hi[0])
             if lo2 == npicks:  # fresh: set aside, back in the heap after the batch
                 fresh_k[nfresh] = k2
                 fresh_i[nfresh] = j2
@@ -550,6 +607,8 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             seg_rows[i] = rows
             stats[4] += rows * (cuts[i + 1] - cuts[i])
         for b in range(nb):
+            if b + 1 < nb:
+                prefetch_rows(U, W, bidx[b + 1])
             load_row(U, bidx[b], rv, rvb)
             load_row(W, bidx[b], rt, rtb)
             _quantize_row(rv, inv_s[0], Qbv[b])

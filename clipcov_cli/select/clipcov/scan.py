@@ -7,7 +7,7 @@ corpus sums (exact: sums of float16 values in float64). The class-major order of
 
 A class' rows are then read by the unit that needs them (``GroupedRows.block``):
 - from the parts themselves (default): a gather through a memory map of each part, kept open for
-  the selection (each page faulted in once) — fine while the parts fit in the page cache (their
+  the selection and populated in one call when first mapped (the scan has just read the part) — fine while the parts fit in the page cache (their
   pages then count in resident memory), and what a Ray task does;
 - from a class-major copy made during the scan, when the corpus is larger than about half the
   available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache, not
@@ -19,7 +19,9 @@ A class' rows are then read by the unit that needs them (``GroupedRows.block``):
 
 from __future__ import annotations
 
+import mmap
 import os
+import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -130,28 +132,46 @@ class NpyPart:
         return np.fromfile(self.path, dtype=dt, count=(stop - start) * self.dim,
                            offset=self.offset + start * self.dim * dt.itemsize).reshape(stop - start, self.dim)
 
-    def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+    def take_into(self, rows: np.ndarray, out: np.ndarray, populate: bool = False) -> None:
         """Rows by index (ascending) into ``out`` as float16 bits, through a memory map kept open in
         this process (one per file, see ``close_maps``): each page is faulted in once for the whole
-        selection, not once per class. Float32 parts are rounded to float16."""
-        src = _mapped(self)
+        selection, not once per class. ``populate``: map the whole file's pages at once when it is
+        first mapped (see ``_mapped``). Float32 parts are rounded to float16."""
+        src = _mapped(self, populate)
+        if len(rows) and not (0 <= rows[0] and rows[-1] < src.shape[0]):
+            raise IndexError(f"{self.path}: rows {rows[0]}..{rows[-1]} outside 0..{src.shape[0] - 1}")
         if src.dtype == np.float16:
-            np.take(src, rows, axis=0, out=out.view(np.float16))
+            # mode="clip" (the rows are checked above): numpy buffers ``out`` with the default "raise"
+            np.take(src, rows, axis=0, out=out.view(np.float16), mode="clip")
         else:
             out[:] = as_f16_bits(np.take(src, rows, axis=0))
 
 
 _MAPS: dict = {}
 _MAPS_LOCK = threading.Lock()
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14; the constant is 22 there
 
 
-def _mapped(part: NpyPart) -> np.ndarray:
+def _mapped(part: NpyPart, populate: bool = False) -> np.ndarray:
+    """The part's rows through a read-only memory map. With ``populate`` the whole file is mapped in
+    one call (``MADV_POPULATE_READ``) instead of a page fault per 4 KiB page touched: about 5x faster
+    gathers from a file in the page cache (where the scan has just read it). It reads the file if it
+    is not cached, so only callers that will touch most of it ask for it; on kernels without it the
+    pages fault in as usual."""
     st = os.stat(part.path)
     key = (part.path, st.st_ino, st.st_mtime_ns, st.st_size)  # a replaced file is mapped anew
     with _MAPS_LOCK:
         arr = _MAPS.get(key)
         if arr is None:
-            arr = _MAPS[key] = np.load(part.path, mmap_mode="r")
+            with open(part.path, "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if populate and sys.platform.startswith("linux"):
+                try:
+                    mm.madvise(MADV_POPULATE_READ)
+                except (OSError, ValueError):
+                    pass  # an older kernel: pages fault in on first touch
+            arr = _MAPS[key] = np.frombuffer(mm, np.dtype(part.dtype), count=part.rows * part.dim,
+                                             offset=part.offset).reshape(part.rows, part.dim)
         return arr
 
 
@@ -186,7 +206,7 @@ class GroupedRows:
             rows = self.order[s:e]  # ascending within a class
             return np.take(self.img, rows, axis=0), np.take(self.txt, rows, axis=0)
         if self.path is None:
-            return gather_parts(self.parts, np.sort(self.order[s:e]))
+            return gather_parts(self.parts, np.sort(self.order[s:e]), populate=True)  # scan: parts are cached
         n, row = len(self.order), self.d * 2
         V = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=s * row).reshape(e - s, self.d)
         T = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=(n + s) * row).reshape(e - s, self.d)
@@ -222,17 +242,18 @@ class _Sink:
         os.close(self.fd)
 
 
-def gather_parts(parts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gather_parts(parts, rows: np.ndarray, populate: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Rows (example indices, ascending) of the parts ``((img, txt, first), ...)`` as float16 bits,
-    gathered straight into one output per modality (no intermediate copies)."""
+    gathered straight into one output per modality (no intermediate copies); ``populate``: see
+    ``_mapped``."""
     d = parts[0][0].dim
     U, W = np.empty((len(rows), d), np.uint16), np.empty((len(rows), d), np.uint16)
     for pi, pt, first in parts:
         lo, hi = np.searchsorted(rows, [first, first + pi.rows])
         if hi > lo:
             local = rows[lo:hi] - first
-            pi.take_into(local, U[lo:hi])
-            pt.take_into(local, W[lo:hi])
+            pi.take_into(local, U[lo:hi], populate)
+            pt.take_into(local, W[lo:hi], populate)
     return U, W
 
 

@@ -20,7 +20,7 @@ from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
 from clipcov_cli.select.clipcov.imatmul import ThreadShare
 from clipcov_cli.select.clipcov.lazy_kernel import column_sums_and_stats, load_row, scratch_row
-from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, gather_parts, to_float32
+from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, as_f16_bits, gather_parts, to_float32
 
 
 
@@ -146,3 +146,20 @@ def run_class_unit(unit: ClassUnit) -> ClassResult:
     g.extend(unit.quota)
     return ClassResult(unit.k, np.asarray(g.picks, np.int64), np.asarray(g.gains, np.float64), r, e, l, c, a, g.stats,
                        g if unit.keep_state else None, time.perf_counter() - t0)
+
+
+def warm_up() -> np.ndarray:
+    """Load what a unit needs (torch, imported and its int8 product probed; the compiled kernels, from
+    numba's cache) by running a tiny class through the same code, so that the first real unit does
+    not wait for them. Run in a background thread while the corpus is read; no result depends on it.
+    Returns the tiny class' kernel counters."""
+    rng = np.random.default_rng(0)
+    m, d = 160, 16
+    X = rng.normal(size=(2, m, d)) + 2.0  # positive cross similarities, as on real data
+    X /= np.linalg.norm(X, axis=2, keepdims=True)
+    U, W = as_f16_bits(X[0]), as_f16_bits(X[1])
+    zeros = np.zeros(d)
+    *_, a, stats = class_terms(U, W, np.zeros(m, np.float32), zeros, zeros, m, 2.0, 0.5, 1.0, 0.0, "mean")
+    g = ClassGreedy(U, W, a, np.arange(m), 0.0, row_stats=stats, lookahead_min=16)
+    g.extend(m - 8)
+    return g.stats

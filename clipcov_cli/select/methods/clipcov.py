@@ -10,6 +10,7 @@ matrix (exact thresholded r is computed in row blocks); memory is O(n) plus the 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
-from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
+from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit, warm_up
 from clipcov_cli.select.profile import profile, worker_count
 
 R_MODES = ("auto", "exact", "mean")
@@ -127,6 +128,12 @@ class ClipCovSelector(Selector):
     def params(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": self.tau, "r_mode": self.r_mode}
 
+    def warm_up(self) -> None:
+        """torch and the compiled kernels load in a background thread (about 2 s) while the caller
+        reads the corpus; a failure there is left for the real units to report."""
+        if self.engine == "local":
+            threading.Thread(target=_quietly, args=(warm_up,), name="clipcov-warm-up", daemon=True).start()
+
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
         if embeddings.pseudo_label is None or embeddings.label_sim is None:
             raise ClipcovError("ClipCov needs pseudo-labels: run `clipcov embed --relabel` on the embeddings folder first")
@@ -219,3 +226,10 @@ class ClipCovSelector(Selector):
 
     def _workers(self) -> int:
         return worker_count(self.workers)
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - only a warm-up: the same code runs (and reports) in the units
+        pass
