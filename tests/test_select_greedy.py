@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,35 @@ def test_look_ahead_batches_equal_plain_greedy(seed, tau, spread):
     assert g.picks == picks.tolist()
     assert g.gains == gains.tolist()
     assert g.stats[6] > 0  # the look-ahead added candidates
+
+
+def test_look_ahead_with_many_fresh_entries_stays_in_bounds(tmp_path):
+    """Thousands of near-duplicate rows with equal scores: one step evaluates thousands of candidates,
+    so the look-ahead passes more fresh heap entries than its set-aside buffer holds. Compiled with
+    numba's bounds checks (a fresh cache in tmp_path) and compared with the plain greedy."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from clipcov_cli.select.clipcov.greedy import ClassGreedy, plain_greedy
+NA, ND, d = 3000, 3000, 16
+rng = np.random.default_rng(0)
+A = np.zeros((NA, d)); A[:, 0] = 1; A[:, 1:] += 0.01 * rng.normal(size=(NA, d - 1))
+D = np.zeros((ND, d)); D[:, 1:] = rng.normal(size=(ND, d - 1))
+X = np.concatenate([A, D]); X /= np.linalg.norm(X, axis=1, keepdims=True)
+V = X.astype(np.float16); T = V.copy(); m = NA + ND
+a = np.concatenate([1.0 + 1e-7 * rng.random(NA), rng.uniform(0.3, 0.99, ND)])
+g = ClassGreedy(V, T, a, np.arange(m), tau=0.3, lookahead_min=1024)
+g.extend(1400)
+p, gg = plain_greedy(V, T, np.zeros(m, np.int64), a, 1400, 0.3)
+assert g.stats[6] > 0, g.stats
+assert g.picks == p.tolist() and g.gains == gg.tolist()
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_exact_sums_do_not_depend_on_order():

@@ -410,6 +410,8 @@ def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, 
     (~ the picks until the next batch) were never evaluated or long ago; their products against all
     the members are a skinny matrix product that runs at half the int8 rate. The next POOL stale
     entries of the heap get a current O(d) bound; the best of them join the batch, the rest go back.
+    Fresh entries passed on the way are set aside like the batch loop's, so the pool also stops when
+    the set-aside buffer is full (many candidates evaluated in one step: near-duplicate rows).
     Which candidates are evaluated exactly, and when, never changes a result (exact sums and keys);
     a candidate evaluated early needs only the members selected after that when it is next due."""
     half = lo_min + (npicks - lo_min) // 2
@@ -421,7 +423,7 @@ def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, 
     if want <= 0:
         return size, nb, nfresh
     npool = 0
-    while npool < POOL and size > 0:
+    while npool < POOL and size > 0 and nfresh < fresh_k.shape[0]:  # fresh entries passed are set aside too
         j2 = hi[0]
         k2 = hk[0]
         size = _pop(hk, hi, size)

@@ -138,8 +138,8 @@ class NpyPart:
         selection, not once per class. ``populate``: map the whole file's pages at once when it is
         first mapped (see ``_mapped``). Float32 parts are rounded to float16."""
         src = _mapped(self, populate)
-        if len(rows) and not (0 <= rows[0] and rows[-1] < src.shape[0]):
-            raise IndexError(f"{self.path}: rows {rows[0]}..{rows[-1]} outside 0..{src.shape[0] - 1}")
+        if len(rows) and not (0 <= rows.min() and rows.max() < src.shape[0]):
+            raise IndexError(f"{self.path}: rows {rows.min()}..{rows.max()} outside 0..{src.shape[0] - 1}")
         if src.dtype == np.float16:
             # mode="clip" (the rows are checked above): numpy buffers ``out`` with the default "raise"
             np.take(src, rows, axis=0, out=out.view(np.float16), mode="clip")
@@ -153,26 +153,27 @@ MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14; t
 
 
 def _mapped(part: NpyPart, populate: bool = False) -> np.ndarray:
-    """The part's rows through a read-only memory map. With ``populate`` the whole file is mapped in
-    one call (``MADV_POPULATE_READ``) instead of a page fault per 4 KiB page touched: about 5x faster
-    gathers from a file in the page cache (where the scan has just read it). It reads the file if it
-    is not cached, so only callers that will touch most of it ask for it; on kernels without it the
-    pages fault in as usual."""
+    """The part's rows through a read-only memory map. With ``populate`` the whole file's pages are
+    mapped in one call (``MADV_POPULATE_READ``, 0.07 s for 1 GB in the page cache here) instead of
+    one fault per 4 KiB page the gathers touch. It reads the file if it is not cached, so only callers
+    that will touch most of it ask for it; on kernels without it the pages fault in as usual."""
     st = os.stat(part.path)
     key = (part.path, st.st_ino, st.st_mtime_ns, st.st_size)  # a replaced file is mapped anew
     with _MAPS_LOCK:
         arr = _MAPS.get(key)
-        if arr is None:
-            with open(part.path, "rb") as f:
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            if populate and sys.platform.startswith("linux"):
-                try:
-                    mm.madvise(MADV_POPULATE_READ)
-                except (OSError, ValueError):
-                    pass  # an older kernel: pages fault in on first touch
-            arr = _MAPS[key] = np.frombuffer(mm, np.dtype(part.dtype), count=part.rows * part.dim,
-                                             offset=part.offset).reshape(part.rows, part.dim)
+    if arr is not None:
         return arr
+    with open(part.path, "rb") as f:  # outside the lock: other workers' parts are not held up
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if populate and sys.platform.startswith("linux"):
+        try:
+            mm.madvise(MADV_POPULATE_READ)
+        except (OSError, ValueError):
+            pass  # an older kernel: pages fault in on first touch
+    arr = np.frombuffer(mm, np.dtype(part.dtype), count=part.rows * part.dim,
+                        offset=part.offset).reshape(part.rows, part.dim)
+    with _MAPS_LOCK:
+        return _MAPS.setdefault(key, arr)  # two workers mapping the same part at once: one map is kept
 
 
 def close_maps() -> None:

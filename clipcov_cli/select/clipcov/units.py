@@ -153,6 +153,10 @@ def warm_up() -> np.ndarray:
     numba's cache) by running a tiny class through the same code, so that the first real unit does
     not wait for them. Run in a background thread while the corpus is read; no result depends on it.
     Returns the tiny class' kernel counters."""
+    try:
+        import torch  # noqa: F401 - first, alone: a failed import here must not decide the int8 backend
+    except Exception:  # noqa: BLE001 - the units probe torch themselves (imatmul) and fall back if need be
+        return np.zeros(0, np.int64)
     rng = np.random.default_rng(0)
     m, d = 160, 16
     X = rng.normal(size=(2, m, d)) + 2.0  # positive cross similarities, as on real data

@@ -22,7 +22,7 @@ from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
 from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
-from clipcov_cli.select.clipcov.imatmul import ThreadShare, set_torch_threads
+from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit, warm_up
 from clipcov_cli.select.profile import profile, worker_count
@@ -119,6 +119,7 @@ class ClipCovSelector(Selector):
     workers: int | None = None  # local threads (default: the CPU count)
     ray_address: str | None = None
     notes: list = field(default_factory=list, compare=False, repr=False)
+    warming: list = field(default_factory=list, compare=False, repr=False)  # the warm-up thread, if started
     stats: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,7 +133,9 @@ class ClipCovSelector(Selector):
         """torch and the compiled kernels load in a background thread (about 2 s) while the caller
         reads the corpus; a failure there is left for the real units to report."""
         if self.engine == "local":
-            threading.Thread(target=_quietly, args=(warm_up,), name="clipcov-warm-up", daemon=True).start()
+            thread = threading.Thread(target=_quietly, args=(warm_up,), name="clipcov-warm-up", daemon=True)
+            thread.start()
+            self.warming.append(thread)
 
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
         if embeddings.pseudo_label is None or embeddings.label_sim is None:
@@ -210,6 +213,11 @@ class ClipCovSelector(Selector):
                 merged = merge_sequences(dict(sorted(sources.items())), budget, chunk_of=lambda g: g.chunk())
         finally:
             close_maps()  # also when a unit failed: no memory map outlives the selection
+            for thread in self.warming:  # not left compiling while the interpreter exits
+                thread.join(timeout=60)
+            self.warming.clear()
+        if any(len(s) > 2 and s[2] > 0 for s in self.stats):  # some class screened batches
+            self.notes.append(f"int8 screening products: {backend()}")  # torch-int8, or the slower blas-float
         restarts = sum(g.restarts for g in sources.values())
         extensions = sum(g.extensions for g in sources.values())
         for g in sources.values():
