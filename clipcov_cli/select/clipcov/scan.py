@@ -7,8 +7,9 @@ corpus sums (exact: sums of float16 values in float64). The class-major order of
 
 A class' rows are then read by the unit that needs them (``GroupedRows.block``):
 - from the parts themselves (default): a gather through a memory map of each part, kept open for
-  the selection and populated in one call when first mapped (the scan has just read the part) — fine while the parts fit in the page cache (their
-  pages then count in resident memory), and what a Ray task does;
+  the selection and populated in one call when first mapped (the scan has just read the part) —
+  fine while the parts fit in the page cache (their pages then count in resident memory), and what
+  a Ray task does (without populating);
 - from a class-major copy made during the scan, when the corpus is larger than about half the
   available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache, not
   resident memory) so that each class is one contiguous read instead of a gather over the whole
