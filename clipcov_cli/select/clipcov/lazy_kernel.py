@@ -404,6 +404,32 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
 
 
 @njit(cache=True, nogil=True)
+def _pop_for_batch(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, stats, npicks, m,
+                   fresh_k, fresh_i, nfresh, rv, rt, rvb, rtb):
+    """Pop the heap's top entry while a batch is being gathered (``lazy_extend``, ``_look_ahead``). A
+    fresh entry is set aside in ``fresh_k``/``fresh_i`` (returned position -1; the caller pushes the
+    set-aside entries back after the batch). A stale entry whose bound is not from this step gets its
+    O(d) bound (``refreshed``). Returns (size, nfresh, position, key, refreshed)."""
+    j = hi[0]
+    key = hk[0]
+    size = _pop(hk, hi, size)
+    if size > 0:
+        prefetch_rows(U, W, hi[0])  # likely the next entry popped
+    if seen[j] == npicks:
+        fresh_k[nfresh] = key
+        fresh_i[nfresh] = j
+        return size, nfresh + 1, -1, key, False
+    if lin_ok and bnd[j] != npicks:
+        stats[0] += 1
+        load_row(U, j, rv, rvb)
+        load_row(W, j, rt, rtb)
+        key = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, seen[j], npicks, m)
+        bnd[j] = npicks
+        return size, nfresh, j, key, True
+    return size, nfresh, j, key, False
+
+
+@njit(cache=True, nogil=True)
 def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, stats, npicks, m, bidx, nb,
                 lo_min, fresh_k, fresh_i, nfresh, rv, rt, rvb, rtb, pool_k, pool_i):
     """Top the batch up with more candidates that need the oldest members. Per batch only a few
@@ -424,22 +450,10 @@ def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, 
         return size, nb, nfresh
     npool = 0
     while npool < POOL and size > 0 and nfresh < fresh_k.shape[0]:  # fresh entries passed are set aside too
-        j2 = hi[0]
-        k2 = hk[0]
-        size = _pop(hk, hi, size)
-        if size > 0:
-            prefetch_rows(U, W, hi[0])
-        if seen[j2] == npicks:  # fresh: set aside
-            fresh_k[nfresh] = k2
-            fresh_i[nfresh] = j2
-            nfresh += 1
+        size, nfresh, j2, k2, _ = _pop_for_batch(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT,
+                                                 norms, stats, npicks, m, fresh_k, fresh_i, nfresh, rv, rt, rvb, rtb)
+        if j2 < 0:
             continue
-        if lin_ok and bnd[j2] != npicks:
-            stats[0] += 1
-            load_row(U, j2, rv, rvb)
-            load_row(W, j2, rt, rtb)
-            k2 = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j2, seen[j2], npicks, m)
-            bnd[j2] = npicks
         pool_k[npool] = k2
         pool_i[npool] = j2
         npool += 1
@@ -551,30 +565,19 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
         pops = 0
         nfresh = 0
         while nb < BATCH and size > 0 and pops < 4 * BATCH:
-            j2 = hi[0]
-            k2 = hk[0]
-            lo2 = seen[j2]
-            size = _pop(hk, hi, size)
+            size, nfresh, j2, k2, refreshed = _pop_for_batch(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi,
+                                                             rlo, PV, PT, norms, stats, npicks, m, fresh_k, fresh_i,
+                                                             nfresh, rv, rt, rvb, rtb)
             pops += 1
-            if size > 0:
-                prefetch_rows(U, W, hi[0])
-            if lo2 == npicks:  # fresh: set aside, back in the heap after the batch
-                fresh_k[nfresh] = k2
-                fresh_i[nfresh] = j2
-                nfresh += 1
+            if j2 < 0:  # fresh: set aside, back in the heap after the batch
                 continue
-            if lin_ok and bnd[j2] != npicks:
-                stats[0] += 1
-                load_row(U, j2, rv, rvb)
-                load_row(W, j2, rt, rtb)
-                bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j2, lo2, npicks, m)
-                size = _push(hk, hi, size, bound, j2)
-                bnd[j2] = npicks
+            if refreshed:  # back with its new bound: it joins a batch only if it reaches the top again
+                size = _push(hk, hi, size, k2, j2)
                 continue
             bidx[nb] = j2
             nb += 1
-            if lo2 < lo_min:
-                lo_min = lo2
+            if seen[j2] < lo_min:
+                lo_min = seen[j2]
         if npicks - lo_min >= ctl[5]:
             size, nb, nfresh = _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms,
                                            stats, npicks, m, bidx, nb, lo_min, fresh_k, fresh_i, nfresh, rv, rt, rvb,
