@@ -252,3 +252,67 @@ def test_parts_are_named_by_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     part = NpyPart.open("x.npy")
     assert part.path == str(tmp_path / "x.npy") and part.rows == 3 and part.dim == 4
+
+
+class _Revealed:
+    """A class' sequence shown chunk by chunk, as the merge sees a greedy (``picks`` are positions)."""
+
+    def __init__(self, gains, index) -> None:
+        self._gains, self.index = list(gains), np.asarray(index)
+        self.picks: list[int] = []
+        self.gains: list[float] = []
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self.picks) >= len(self._gains)
+
+    def extend(self, count: int) -> None:
+        n = min(len(self._gains), len(self.picks) + count)
+        self.picks, self.gains = list(range(n)), self._gains[:n]
+
+
+def _sequences(seed: int, sorted_: bool = True) -> dict:
+    """Classes of random sizes (some of one row), gains from a small set (ties within and across
+    classes), example indices unique; each class in merge order unless ``sorted_`` is False."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 40, size=rng.integers(1, 12))
+    index = rng.permutation(int(sizes.sum()))
+    out, start = {}, 0
+    for k, m in enumerate(sizes):
+        g = rng.integers(0, 6, size=m).astype(float) / 4
+        idx = index[start: start + m]
+        start += m
+        order = np.lexsort((idx, -g)) if sorted_ else rng.permutation(m)
+        out[k] = (g[order], idx[order])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("first", [0, 1, 5])
+def test_sorted_merge_equals_the_heap_merge(seed, first):
+    from clipcov_cli.select.clipcov.greedy import _heap_merge
+
+    seqs = _sequences(seed)
+    total = sum(len(g) for g, _ in seqs.values())
+    for budget in (1, total // 2, total, total + 3):
+        runs = []
+        for merge in (merge_sequences, lambda c, b, chunk_of: _heap_merge(c, b, chunk_of)):
+            classes = {k: _Revealed(g, i) for k, (g, i) in seqs.items()}
+            for c in classes.values():
+                c.extend(first)
+            runs.append(merge(classes, budget, chunk_of=lambda g: 2))
+        a, b = runs
+        assert len(a.index) == min(budget, total)
+        for name in ("cls", "local", "index", "gain"):
+            assert getattr(a, name).tolist() == getattr(b, name).tolist(), (seed, budget, name)
+
+
+def test_merge_of_sequences_out_of_order_falls_back_to_the_heap():
+    from clipcov_cli.select.clipcov.greedy import _heap_merge
+
+    seqs = _sequences(3, sorted_=False)
+    runs = []
+    for merge in (merge_sequences, lambda c, b, chunk_of: _heap_merge(c, b, chunk_of)):
+        classes = {k: _Revealed(g, i) for k, (g, i) in seqs.items()}
+        runs.append(merge(classes, 25, chunk_of=lambda g: 3))
+    assert runs[0].index.tolist() == runs[1].index.tolist() and runs[0].gain.tolist() == runs[1].gain.tolist()

@@ -3,6 +3,8 @@ bound and cut, and the integer products (torch's and the float fallback)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,82 @@ def test_row_gather_checks_its_rows(tmp_path):
     with pytest.raises(IndexError):
         part.take_into(np.array([1, 5, 10]), out)
     close_maps()
+
+
+def _exact(x) -> Fraction:
+    return Fraction(float(x))
+
+
+@pytest.mark.parametrize("picks", [1, 300, 40_000])
+def test_top_dot_products_are_exact_both_ways(picks):
+    """<v, PT> + <t, PV> as an exact (hi, lo) pair, by integer sums (unit rows) and by TwoSum (the
+    fallback for large values), against rational arithmetic; the dispatcher picks the integer path
+    only within its limit."""
+    d = 512
+    rng = np.random.default_rng(picks)
+    for trial in range(20):
+        scale = [1.0, 1e-3, 1e-6][trial % 3]  # small values: subnormal float16 products
+        v, t = ((rng.normal(size=d) / np.sqrt(d) * scale).astype(np.float16).astype(np.float32) for _ in range(2))
+        rows = (rng.normal(size=(2, min(picks, 64), d)) / np.sqrt(d)).astype(np.float16).astype(np.float64)
+        PV, PT = rows[0].sum(0) * (picks / rows.shape[1]), rows[1].sum(0) * (picks / rows.shape[1])
+        PV, PT = (np.round(P * 2**24) / 2**24 for P in (PV, PT))  # on the float16 grid, as running sums are
+        want = sum(_exact(v[q]) * _exact(PT[q]) + _exact(t[q]) * _exact(PV[q]) for q in range(d))
+        for hi, lo in (lazy_kernel._top_int(v, t, PV, PT), lazy_kernel._top_two_sum(v, t, PV, PT)):
+            assert _exact(hi) + _exact(lo) == want
+        norms = np.array([1.0, 1.0, 0.0, np.linalg.norm(PV), np.linalg.norm(PT)])
+        hi, lo = lazy_kernel._top_dd(v, t, PV, PT, norms)
+        assert _exact(hi) + _exact(lo) == want
+    big = np.full(d, 3.0e4, np.float32)  # |p| far above the integer path's limit: TwoSum
+    P = np.full(d, 2.0**20)
+    norms = np.array([np.linalg.norm(big)] * 2 + [0.0] + [np.linalg.norm(P)] * 2)
+    hi, lo = lazy_kernel._top_dd(big, big, P, P, norms)
+    assert _exact(hi) + _exact(lo) == 2 * d * _exact(3.0e4) * _exact(2.0**20)
+
+
+def test_scan_flags_every_special_float16_and_sums_the_rest():
+    """NaN and inf (any sign or payload) in either modality flag a row as NaN; an all-zero row (either
+    sign of zero) in either modality as zero; the sums take exactly the other rows."""
+    from clipcov_cli.select.clipcov.scan import _scan_rows
+
+    d = 40
+    rng = np.random.default_rng(5)
+    V = (rng.normal(size=(200, d)) * 0.1).astype(np.float16)
+    T = (rng.normal(size=(200, d)) * 0.1).astype(np.float16)
+    V[3, 7] = np.inf
+    V[4, 0] = -np.inf
+    T[5, 39] = np.nan
+    T[6] = np.frombuffer(np.uint16(0x7E01).tobytes() * d, np.float16)  # NaN with a payload
+    V[7] = 0
+    T[8] = -0.0
+    V[9] = np.float16(2.0**-24)  # subnormal, not zero
+    V[10, 1] = np.float16(65504)  # the largest finite value
+    valid = np.empty(200, bool)
+    sv, st = np.zeros(d), np.zeros(d)
+    nan, zero = _scan_rows(V.view(np.uint16), T.view(np.uint16), valid, sv, st)
+    bad = ~(np.isfinite(V).all(1) & np.isfinite(T).all(1))
+    zeros = ~bad & ((V == 0).all(1) | (T == 0).all(1))
+    assert nan == bad.sum() == 4 and zero == zeros.sum() == 2
+    assert np.array_equal(valid, ~(bad | zeros))
+    assert np.array_equal(sv, V[valid].astype(np.float64).sum(0))
+    assert np.array_equal(st, T[valid].astype(np.float64).sum(0))
+
+
+def test_row_buffers_are_reused_per_thread_and_bounded():
+    import threading
+
+    from clipcov_cli.select.clipcov.scan import RowBuffers
+
+    buffers = RowBuffers(max_rows=100)
+    a, _ = buffers.get(50, 8)
+    b, _ = buffers.get(30, 8)
+    assert np.shares_memory(a, b) and b.shape == (30, 8)
+    c, _ = buffers.get(80, 8)  # grows
+    d, _ = buffers.get(80, 8)
+    assert np.shares_memory(c, d) and not np.shares_memory(a, c)
+    big, _ = buffers.get(500, 8)  # above max_rows: fresh, not kept
+    assert not np.shares_memory(big, buffers.get(80, 8)[0])
+    other = []
+    thread = threading.Thread(target=lambda: other.append(buffers.get(80, 8)[0]))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], d)

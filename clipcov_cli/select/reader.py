@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet
+from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy
 
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
 _PART = re.compile(r"^img_emb_(.+)\.npy$")
@@ -127,9 +128,9 @@ def _same_keys(label_keys, meta_keys, meta_np: np.ndarray) -> bool:
 
 
 def _check_unique(keys: np.ndarray) -> None:
-    uniq, counts = np.unique(keys, return_counts=True)
-    if len(uniq) != len(keys):
-        raise ClipcovError(f"duplicate keys in the embeddings folder ({int((counts > 1).sum())} keys, e.g. {uniq[counts > 1][0]!r})")
+    dup = duplicate_keys(keys)
+    if len(dup):
+        raise ClipcovError(f"duplicate keys in the embeddings folder ({len(dup)} keys, e.g. {dup[0]!r})")
 
 
 def _fingerprint(root: Path, parts: list[str]) -> str:
@@ -200,19 +201,20 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
         mpath = root / "metadata" / f"metadata_{part}.parquet"
         if not mpath.exists():
             raise ClipcovError(f"missing metadata/metadata_{part}.parquet: the embeddings folder is incomplete")
-        cols = pq.read_schema(mpath).names
+        mfile = pq.ParquetFile(mpath)  # ParquetFile rather than read_table: no pyarrow.dataset (nor pandas) import
+        cols = mfile.schema_arrow.names
         key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
-        n_meta = pq.ParquetFile(mpath).metadata.num_rows
+        n_meta = mfile.metadata.num_rows
         if not (img.shape[0] == txt.shape[0] == n_meta):
             raise ClipcovError(f"part {part}: row counts differ (image {img.shape[0]}, text {txt.shape[0]}, metadata {n_meta})")
         if img.shape[1] != txt.shape[1] or (imgs and img.shape[1] != imgs[0].shape[1]):
             raise ClipcovError(f"part {part}: embedding dimensions differ ({img.shape[1]} vs {txt.shape[1]})")
-        kcol = pq.read_table(mpath, columns=[key_col])[key_col] if key_col else None
-        k = kcol.to_numpy(zero_copy_only=False).astype(str) if key_col else np.array([f"{part}:{i}" for i in range(n_meta)])
+        kcol = mfile.read(columns=[key_col])[key_col] if key_col else None
+        k = keys_to_numpy(kcol) if key_col else np.array([f"{part}:{i}" for i in range(n_meta)])
         imgs.append(img), txts.append(txt), keys.append(k)
         lpath = root / "labels" / f"labels_{part}.parquet"
         if has_labels and lpath.exists():
-            lt = pq.read_table(lpath, columns=["key", "pseudo_label", "label_sim"])
+            lt = pq.ParquetFile(lpath).read(columns=["key", "pseudo_label", "label_sim"])
             if lt.num_rows != n_meta or not _same_keys(lt["key"], kcol, k):
                 raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; re-run `clipcov embed --relabel`")
             labels.append(lt["pseudo_label"].to_numpy().astype(np.int64))

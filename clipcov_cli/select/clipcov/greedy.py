@@ -199,8 +199,68 @@ class MergedSequence:
     gain: np.ndarray  # (B,) marginal gain
 
 
-def merge_sequences(classes: dict[int, ClassGreedy], budget: int, chunk_of=lambda g: max(16, len(g.picks))) -> MergedSequence:
-    """k-way merge of per-class sequences by (gain desc, example index asc), extending on demand."""
+def merge_sequences(classes: dict[int, ClassGreedy], budget: int, chunk_of=lambda g: max(16, len(g.picks)),
+                    extend_many=None) -> MergedSequence:
+    """k-way merge of per-class sequences by (gain desc, example index asc), extending on demand.
+
+    A class' sequence is a greedy's, so with tau >= 0 (F submodular) its gains never rise, and equal
+    gains come in ascending index: each sequence is already in merge order, and the merge is the top
+    ``budget`` of all computed picks in that order, provided no class runs out before the cut (then
+    it is extended and the cut taken again; ``extend_many`` runs a round's extensions, ``[(g, count),
+    ...]``, e.g. in parallel). A sequence not in merge order (tau < 0) makes it a heap merge."""
+    extend_many = extend_many or (lambda items: [g.extend(c) for g, c in items])
+    extend_many([(g, chunk_of(g)) for g in classes.values() if not g.picks and not g.exhausted])
+    keys = sorted(classes)
+    seqs: dict[int, tuple] = {}  # class -> (gains, example indices, picks) as arrays
+    changed = keys
+    while True:
+        for k in changed:
+            g = classes[k]
+            picks = np.asarray(g.picks, np.int64)
+            seqs[k] = (np.asarray(g.gains, np.float64), np.asarray(g.index)[picks], picks)
+            if not _in_merge_order(*seqs[k][:2]):
+                return _heap_merge(classes, budget, chunk_of)
+        gains, index, picks = ([seqs[k][i] for k in keys] for i in range(3))
+        lengths = np.array([len(g) for g in gains], np.int64)
+        cls = np.repeat(np.array(keys, np.int64), lengths)
+        pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        all_gain, all_index = np.concatenate(gains + [np.zeros(0)]), np.concatenate(index + [np.zeros(0, np.int64)])
+        top, last = _top_in_merge_order(all_gain, all_index, budget)
+        # a class every computed pick of which is taken may hold the next ones: extend it unless the cut
+        # fell on its last pick (then its next pick comes after the cut)
+        taken = np.bincount(np.searchsorted(keys, cls[top]), minlength=len(keys))
+        cut_at = (int(cls[last]), int(pos[last])) if len(top) == budget and budget > 0 else None
+        changed = [k for k, n_taken, n in zip(keys, taken, lengths)
+                   if n_taken == n and not classes[k].exhausted and cut_at != (k, n - 1)]
+        if not changed:
+            top = top[np.lexsort((all_index[top], -all_gain[top]))]
+            all_picks = np.concatenate(picks + [np.zeros(0, np.int64)])
+            return MergedSequence(cls[top], all_picks[top], all_index[top], all_gain[top])
+        extend_many([(classes[k], chunk_of(classes[k])) for k in changed])
+
+
+def _top_in_merge_order(gain: np.ndarray, index: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
+    """The positions of the first ``budget`` entries in (gain desc, index asc) order, unordered, and the
+    position of the last of them in that order (-1 if none): a partition by gain, ties by index."""
+    if budget <= 0 or len(gain) == 0:
+        return np.zeros(0, np.int64), -1
+    if len(gain) <= budget:
+        return np.arange(len(gain)), int(np.lexsort((index, -gain))[-1])
+    g = np.partition(gain, len(gain) - budget)[len(gain) - budget]  # the budget-th largest gain
+    above = np.flatnonzero(gain > g)
+    ties = np.flatnonzero(gain == g)
+    ties = ties[np.argsort(index[ties], kind="stable")][: budget - len(above)]
+    return np.concatenate([above, ties]), int(ties[-1])
+
+
+def _in_merge_order(gains: np.ndarray, index: np.ndarray) -> bool:
+    """Gains never rise, and equal gains come in ascending example index."""
+    dg = np.diff(gains)
+    return bool(np.all((dg < 0) | ((dg == 0) & (np.diff(index) > 0))))
+
+
+def _heap_merge(classes: dict[int, ClassGreedy], budget: int, chunk_of) -> MergedSequence:
+    """The k-way merge with a heap of class heads (any sequences)."""
     heads: list[tuple[float, int, int, int]] = []  # (-gain, example index, class, position)
     for k, g in classes.items():
         if not g.picks and not g.exhausted:

@@ -14,8 +14,9 @@ Exact arithmetic (see docs/method.md):
   is exact in float64 whatever the summation order (``_dot_exact``);
 - running sums of float16 values are exact in float64 (multiples of 2**-24 below 2**29), and the
   product of a float16 value (11 significant bits) with such a sum (at most 42 significant bits while
-  fewer than 2**18 members are selected in the class) is exact too; ``_top_dd`` adds the products
-  with TwoSum, giving the exact dot product as an unevaluated pair (hi, lo);
+  fewer than 2**18 members are selected in the class) is exact too; ``_top_dd`` sums the products
+  exactly (as integers, ``_top_int``; with TwoSum beyond that one's range), giving the exact dot
+  product as an unevaluated pair (hi, lo);
 - redundancy sums are kept exact as (hi, lo) pairs; a gain is ``a_j - fl(hi + lo) / m``, i.e. it
   uses the *correctly rounded* exact sum, which does not depend on the order the terms were added
   in. The plain greedy (``greedy.plain_greedy``) computes the same, so gains agree bit for bit.
@@ -45,6 +46,7 @@ OLD_ROWS = 384  # look-ahead: top a batch up to this many candidates that need t
 POOL = 4 * OLD_ROWS  # ... chosen by fresh O(d) bound among this many entries next in the heap
 LOOKAHEAD_MIN = 1024  # ... when the oldest members needed are at least this many (default of ctl[5])
 BATCH_CAP = BATCH + OLD_ROWS  # rows of a batch at most
+BOUND_GROUP = 8  # stale entries next in the heap given their O(d) bound together (rows fetched together)
 MAX_SEGMENTS = 6  # column blocks of a batch (members sorted by last evaluation: a staircase)
 QMAX = 127  # int8 quantization: q = rint(x * QMAX / max |x|)
 CTL = 6  # control words: heap size, picks, pending batch size, pending segments, screening cut, look-ahead min
@@ -163,33 +165,38 @@ def scratch_row(d):
 def column_sums_and_stats(U, W):
     """Over the class' rows (float16 bits), in one pass: the column sums (exact: float16 values summed
     in float64) and what the int8 screening needs, (max |v_q|, max |t_q|, max |v|, max |t|), norms
-    widened by a relative 1e-9 over their float64 rounding."""
+    widened by a relative 1e-9 over their float64 rounding. Column by column (vectorizes): maxima
+    and exact sums do not depend on the order."""
     d = U.shape[1]
     sv = np.zeros(d)
     st = np.zeros(d)
+    av = np.zeros(d, np.float32)  # max |v_q| so far, per column
+    at = np.zeros(d, np.float32)
     rv, rvb = scratch_row(d)
     rt, rtb = scratch_row(d)
-    mav = 0.0
-    mat = 0.0
     mnv = 0.0
     mnt = 0.0
     for i in range(U.shape[0]):
         load_row(U, i, rv, rvb)
         load_row(W, i, rt, rtb)
-        nv = 0.0
-        nt = 0.0
         for q in range(d):
-            x = np.float64(rv[q])
-            y = np.float64(rt[q])
-            sv[q] += x
-            st[q] += y
-            nv += x * x
-            nt += y * y
-            mav = max(mav, abs(x))
-            mat = max(mat, abs(y))
-        mnv = max(mnv, nv)
-        mnt = max(mnt, nt)
-    return sv, st, (mav, mat, math.sqrt(mnv) * (1 + 1e-9), math.sqrt(mnt) * (1 + 1e-9))
+            sv[q] += rv[q]
+            st[q] += rt[q]
+            av[q] = max(av[q], abs(rv[q]))
+            at[q] = max(at[q], abs(rt[q]))
+        mnv = max(mnv, square_norm(rv))
+        mnt = max(mnt, square_norm(rt))
+    return sv, st, (np.float64(av.max()) if d else 0.0, np.float64(at.max()) if d else 0.0,
+                    math.sqrt(mnv) * (1 + 1e-9), math.sqrt(mnt) * (1 + 1e-9))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def square_norm(x):
+    """|x|^2 in float64, rounded (any order: its users widen it by a relative 1e-9)."""
+    s = 0.0
+    for q in range(x.shape[0]):
+        s += np.float64(x[q]) * np.float64(x[q])
+    return s
 
 
 @njit(cache=True, nogil=True)
@@ -213,8 +220,38 @@ def _dot_exact(x, y):
 
 
 @njit(cache=True, nogil=True)
-def _top_dd(rv, rt, PV, PT):
-    """The exact <v, PT> + <t, PV> as (hi, lo): each product is exact, TwoSum keeps the rest."""
+def _top_dd(rv, rt, PV, PT, norms):
+    """The exact <v, PT> + <t, PV> as (hi, lo). Each product is exact (a multiple of 2**-48); while
+    they stay below ``_top_int``'s limit (``norms``: max |v|, max |t|, ..., |PV|, |PT|, see
+    ``_linear_bound_key``; always so for unit rows) they are summed as integers, else with TwoSum."""
+    lim = 2.0 ** 33 / (2 * rv.shape[0])
+    if norms[0] * norms[4] < lim and norms[1] * norms[3] < lim:
+        return _top_int(rv, rt, PV, PT)
+    return _top_two_sum(rv, rt, PV, PT)
+
+
+@njit(cache=True, nogil=True)
+def _top_int(rv, rt, PV, PT):
+    """``_top_dd`` by integer sums (vectorizes): a product p (a multiple of 2**-48, |p| < 2**33 / 2d) is
+    a 2**-20 + b 2**-48 with integers a = trunc(p 2**20) and |b| < 2**28, every step exact; the sums
+    of the a and of the b are exact in int64 and stay below 2**53, so both convert to float64 exactly."""
+    A = np.int64(0)
+    B = np.int64(0)
+    for q in range(rv.shape[0]):
+        p = np.float64(rv[q]) * PT[q]
+        a = np.int64(p * 1048576.0)
+        A += a
+        B += np.int64((p - np.float64(a) * 9.5367431640625e-07) * 281474976710656.0)
+        p = np.float64(rt[q]) * PV[q]
+        a = np.int64(p * 1048576.0)
+        A += a
+        B += np.int64((p - np.float64(a) * 9.5367431640625e-07) * 281474976710656.0)
+    return _two_sum(np.float64(A) * 9.5367431640625e-07, np.float64(B) * 3.552713678800501e-15)
+
+
+@njit(cache=True, nogil=True)
+def _top_two_sum(rv, rt, PV, PT):
+    """``_top_dd`` for any magnitudes: the products added with TwoSum, their errors summed apart."""
     hi = 0.0
     lo = 0.0
     for q in range(rv.shape[0]):
@@ -371,8 +408,8 @@ def _minus_if_low(row, M, p, m, mb, tau, h, r):
 
 
 @njit(cache=True, nogil=True)
-def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, picks, stats, bidx, nb, cuts,
-                  nseg, seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb):
+def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, norms, picks, stats, bidx,
+                  nb, cuts, nseg, seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb):
     """Exact evaluation of a batch whose integer products the caller has computed: for each candidate,
     the exact linear sum over its new members minus the pairs at or below tau (only in segments the
     caller flagged, ``seg_off >= 0``: the others have every product above the cut)."""
@@ -383,7 +420,7 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
         lo_c = seen[c]
         load_row(U, c, rv, rvb)
         load_row(W, c, rt, rtb)
-        h1, l1 = _top_dd(rv, rt, PV, PT)  # exact; minus the stored value: the new members' raw sum
+        h1, l1 = _top_dd(rv, rt, PV, PT, norms)  # exact; minus the stored value: the new members' raw sum
         h, e = _two_sum(rhi[c], h1)
         r = rlo[c] + l1 + e
         h, e = _two_sum(h, -bh[c])
@@ -506,13 +543,14 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
     mv, mvb = scratch_row(d)  # a member's rows
     mt, mtb = scratch_row(d)
     if ctl[2] > 0:
-        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, picks, stats, bidx,
-                             ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)
+        size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, norms, picks, stats,
+                             bidx, ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)
         ctl[2] = 0
     fresh_k = np.empty(4 * BATCH + POOL, np.float64)
     fresh_i = np.empty(4 * BATCH + POOL, np.int64)
     pool_k = np.empty(POOL, np.float64)
     pool_i = np.empty(POOL, np.int64)
+    grp = np.empty(BOUND_GROUP, np.int64)
     while npicks < target and size > 0:
         key = hk[0]
         j = hi[0]
@@ -539,13 +577,24 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             npicks += 1
             continue
         if lin_ok and bnd[j] != npicks:
-            # stage 1: an upper bound of the gain in O(d), no per-member work
-            bnd[j] = npicks
-            stats[0] += 1
-            load_row(U, j, rv, rvb)
-            load_row(W, j, rt, rtb)
-            bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks, m)
-            size = _push(hk, hi, size, bound, j)
+            # stage 1: an upper bound of the gain in O(d), no per-member work; the entries next in the
+            # heap that need one too are taken with it, so that their rows are fetched together
+            grp[0] = j
+            ng = 1
+            while ng < BOUND_GROUP and size > 0 and seen[hi[0]] != npicks and bnd[hi[0]] != npicks:
+                grp[ng] = hi[0]
+                ng += 1
+                size = _pop(hk, hi, size)
+                if size > 0:
+                    prefetch_rows(U, W, hi[0])
+            for g in range(ng):
+                j = grp[g]
+                bnd[j] = npicks
+                stats[0] += 1
+                load_row(U, j, rv, rvb)
+                load_row(W, j, rt, rtb)
+                bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, seen[j], npicks, m)
+                size = _push(hk, hi, size, bound, j)
             continue
         # stage 2: exact
         if npicks - lo <= SMALL:

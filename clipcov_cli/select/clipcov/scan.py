@@ -1,15 +1,19 @@
 """One sequential pass over the embeddings that prepares ClipCov's class-by-class work.
 
-For each chunk of rows (read with plain file reads, so a CC12M-size corpus never counts in resident
-memory as a memory map would): flag NaN / inf and zero-norm rows and add the valid rows to the
-corpus sums (exact: sums of float16 values in float64). The class-major order of the rows
-(``GroupedRows.order``/``starts``: each class' rows in ascending example index) comes from the labels.
+For each chunk of rows, on a thread pool: flag NaN / inf and zero-norm rows and add the valid rows
+to the corpus sums (exact: sums of float16 values in float64, so the threads' sums merge exactly).
+The class-major order of the rows (``GroupedRows.order``/``starts``: each class' rows in ascending
+example index) comes from the labels. The chunks are read through the parts' memory maps when the
+units will gather from them anyway (below; float16 parts), else with plain file reads into each
+thread's reused buffers (``RowBuffers``), so a CC12M-size corpus never counts in resident memory as a
+memory map would.
 
-A class' rows are then read by the unit that needs them (``GroupedRows.block``):
+A class' rows are then read by the unit that needs them (``GroupedRows.block``, into the worker
+thread's reused buffers unless the class keeps its rows):
 - from the parts themselves (default): a gather through a memory map of each part, kept open for
-  the selection and populated in one call when first mapped (the scan has just read the part) —
-  fine while the parts fit in the page cache (their pages then count in resident memory), and what
-  a Ray task does (without populating);
+  the selection and populated in one call when first mapped (by the scan) — fine while the parts
+  fit in the page cache (their pages then count in resident memory), and what a Ray task does
+  (without populating);
 - from a class-major copy made during the scan, when the corpus is larger than about half the
   available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache, not
   resident memory) so that each class is one contiguous read instead of a gather over the whole
@@ -32,42 +36,49 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from clipcov_cli.select.clipcov.lazy_kernel import load_row, scratch_row
+
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15
+BUFFER_MAX_ROWS = 1 << 16  # classes up to this many rows are read into a thread's reused buffers
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
 
 
 @njit(cache=True, nogil=True)
-def _scan_chunk(U, W, lut, valid, sum_v, sum_t):
-    """Flag rows (NaN/inf in either modality, else zero norm in either) and add valid rows to the sums.
-    Returns (nan, zero) counts. U, W: float16 bit patterns (uint16)."""
+def _scan_rows(U, W, valid, sum_v, sum_t):
+    """Flag rows (NaN/inf in either modality, else zero norm in either) and add valid rows to the
+    corpus sums (exact: float16 values in float64). Returns (nan, zero) counts. U, W: float16 bit
+    patterns (uint16). The flags are OR-reduced bit tests, the rows converted by ``load_row``: both
+    vectorize."""
     nan = 0
     zero = 0
     d = U.shape[1]
+    rv, rvb = scratch_row(d)
+    rt, rtb = scratch_row(d)
     for i in range(U.shape[0]):
-        bad = False
-        zu = True
-        zw = True
+        special = np.uint32(0)  # bit 15 set: some exponent all ones (inf or NaN)
+        nz_u = np.uint32(0)
+        nz_w = np.uint32(0)
         for q in range(d):
-            u = U[i, q]
-            w = W[i, q]
-            if (u & 0x7C00) == 0x7C00 or (w & 0x7C00) == 0x7C00:
-                bad = True
-            if (u & 0x7FFF) != 0:
-                zu = False
-            if (w & 0x7FFF) != 0:
-                zw = False
-        if bad:
+            u = np.uint32(U[i, q])
+            w = np.uint32(W[i, q])
+            special |= (u & np.uint32(0x7C00)) + np.uint32(0x400)
+            special |= (w & np.uint32(0x7C00)) + np.uint32(0x400)
+            nz_u |= u & np.uint32(0x7FFF)
+            nz_w |= w & np.uint32(0x7FFF)
+        if special & np.uint32(0x8000):
             valid[i] = False
             nan += 1
-        elif zu or zw:
+        elif nz_u == 0 or nz_w == 0:
             valid[i] = False
             zero += 1
         else:
             valid[i] = True
+            load_row(U, i, rv, rvb)
+            load_row(W, i, rt, rtb)
             for q in range(d):
-                sum_v[q] += lut[U[i, q]]
-                sum_t[q] += lut[W[i, q]]
+                sum_v[q] += rv[q]
+                sum_t[q] += rt[q]
     return nan, zero
 
 
@@ -132,6 +143,14 @@ class NpyPart:
         dt = np.dtype(self.dtype)
         return np.fromfile(self.path, dtype=dt, count=(stop - start) * self.dim,
                            offset=self.offset + start * self.dim * dt.itemsize).reshape(stop - start, self.dim)
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows [start, stop) as float16 bits into ``out`` (a reused buffer: fresh memory costs a page
+        fault per page); float32 parts are rounded."""
+        if np.dtype(self.dtype) != np.float16:
+            out[:] = as_f16_bits(self.read(start, stop))
+            return
+        _pread_into(self.path, self.offset + start * self.dim * 2, out)
 
     def take_into(self, rows: np.ndarray, out: np.ndarray, populate: bool = False) -> None:
         """Rows by index (ascending) into ``out`` as float16 bits, through a memory map kept open in
@@ -201,18 +220,27 @@ class GroupedRows:
     parts: tuple = ()  # ((NpyPart img, NpyPart txt, first row), ...): the source, for remote workers
     _tmp: object = field(default=None, repr=False)
 
-    def block(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Class k's rows (uint16 bit patterns), all of them (valid or not), ascending example index."""
+    def block(self, k: int, keep: np.ndarray | None = None,
+              buffers: RowBuffers | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Class k's rows (uint16 bit patterns), ascending example index: all of them, or those where
+        ``keep`` (a mask over the class' rows) is set; read into ``buffers`` if given."""
         s, e = int(self.starts[k]), int(self.starts[k + 1])
+        rows = self.order[s:e] if keep is None else self.order[s:e][keep]  # ascending within a class
         if self.img is not None:
-            rows = self.order[s:e]  # ascending within a class
             return np.take(self.img, rows, axis=0), np.take(self.txt, rows, axis=0)
+        U, W = (buffers or RowBuffers(0)).get(len(rows), self.d)
         if self.path is None:
-            return gather_parts(self.parts, np.sort(self.order[s:e]), populate=True)  # scan: parts are cached
+            gather_parts(self.parts, rows, populate=True, out=(U, W))  # scan: parts are mapped
+            return U, W
         n, row = len(self.order), self.d * 2
-        V = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=s * row).reshape(e - s, self.d)
-        T = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=(n + s) * row).reshape(e - s, self.d)
-        return V, T
+        if keep is None or keep.all():  # the block, one contiguous read per modality
+            _pread_into(self.path, s * row, U)
+            _pread_into(self.path, (n + s) * row, W)
+            return U, W
+        for out, base in ((U, s), (W, n + s)):
+            whole = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=base * row)
+            out[:] = whole.reshape(e - s, self.d)[keep]
+        return U, W
 
     def cleanup(self) -> None:
         if self._tmp is not None:
@@ -244,12 +272,15 @@ class _Sink:
         os.close(self.fd)
 
 
-def gather_parts(parts, rows: np.ndarray, populate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def gather_parts(parts, rows: np.ndarray, populate: bool = False,
+                 out: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows (example indices, ascending) of the parts ``((img, txt, first), ...)`` as float16 bits,
-    gathered straight into one output per modality (no intermediate copies); ``populate``: see
-    ``_mapped``."""
+    gathered straight into one output per modality (no intermediate copies; ``out``: those outputs);
+    ``populate``: see ``_mapped``."""
     d = parts[0][0].dim
-    U, W = np.empty((len(rows), d), np.uint16), np.empty((len(rows), d), np.uint16)
+    if out is None:
+        out = (np.empty((len(rows), d), np.uint16), np.empty((len(rows), d), np.uint16))
+    U, W = out
     for pi, pt, first in parts:
         lo, hi = np.searchsorted(rows, [first, first + pi.rows])
         if hi > lo:
@@ -275,70 +306,156 @@ def _chunks_of(parts: list[tuple[NpyPart, NpyPart, int]]):
             yield p, s, min(pi.rows, s + CHUNK_ROWS), first
 
 
+class _Accumulators:
+    """One scan thread's sums and counts (the pass runs chunks on a thread pool; merged at the end)."""
+
+    def __init__(self, d: int) -> None:
+        self.sum_v, self.sum_t = np.zeros(d), np.zeros(d)
+        self.nan = self.zero = 0
+
+    def scan(self, U: np.ndarray, W: np.ndarray, valid: np.ndarray) -> None:
+        nan, zero = _scan_rows(U, W, valid, self.sum_v, self.sum_t)
+        self.nan += nan
+        self.zero += zero
+
+
 def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarray, num_classes: int,
                      workers: int = 2, copy: bool | None = None, tmpdir: str | None = None) -> GroupedRows:
     """The one pass over .npy parts (``(img part, txt part, first example index)``); ``copy``: make
-    the class-major copy (default: when the corpus is large against the available memory)."""
+    the class-major copy (default: when the corpus is large against the available memory). Without
+    the copy, float16 parts are read through the memory maps the units gather from (populated once,
+    nothing copied); otherwise chunks are read into each thread's reused buffers."""
     n = len(labels)
     d = parts[0][0].dim
-    dest, starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
+    labels = np.asarray(labels, np.int64)
+    dest, starts = _class_positions(labels, int(num_classes))
     if copy is None:
         copy = 2 * n * d * 2 > GROUP_WHEN_OVER * available_memory()
+    mapped = not copy and all(np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16
+                              for pi, pt, _ in parts)
     sink = _Sink(n, d, tmpdir) if copy else None
     valid = np.empty(n, bool)
+    accs = _ThreadLocal(lambda: _Accumulators(d))
+    buffers = RowBuffers(CHUNK_ROWS)
+    if mapped:  # every part's pages mapped at once (in parallel), before the chunks are scanned
+        _run(lambda part: [_mapped(x, populate=True) for x in part[:2]], parts, workers)
 
     def work(item):
         p, s, e, first = item
         pi, pt, _ = parts[p]
-        U, W = as_f16_bits(pi.read(s, e)), as_f16_bits(pt.read(s, e))
-        sv, st = np.zeros(d, np.float64), np.zeros(d, np.float64)
-        nan, zero = _scan_chunk(U, W, F16_TO_F32, valid[first + s: first + e], sv, st)
+        if mapped:
+            U, W = _mapped(pi)[s:e].view(np.uint16), _mapped(pt)[s:e].view(np.uint16)
+        else:
+            U, W = buffers.get(e - s, d)
+            pi.read_into(s, e, U)
+            pt.read_into(s, e, W)
+        accs.get().scan(U, W, valid[first + s: first + e])
         if sink is not None:
             sink.put(U, W, dest[first + s: first + e])
-        return sv, st, nan, zero
 
-    return _finish(work, list(_chunks_of(parts)), workers, sink, dest, starts, valid, d, parts)
+    try:
+        _run(work, list(_chunks_of(parts)), workers)
+    finally:
+        if sink is not None:
+            sink.close()
+    return _finish(accs.all(), dest, starts, valid, d, parts, sink)
 
 
 def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_classes: int, workers: int = 1) -> GroupedRows:
     """The same pass over in-memory (or memory-mapped) arrays, for callers holding an EmbeddingSet: no
     class-major copy, a unit gathers its class' rows from the arrays (as float16 bits)."""
     n, d = img.shape
-    dest, starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
+    labels = np.asarray(labels, np.int64)
+    dest, starts = _class_positions(labels, int(num_classes))
     U_all, W_all = as_f16_bits(img), as_f16_bits(txt)
     valid = np.empty(n, bool)
+    accs = _ThreadLocal(lambda: _Accumulators(d))
 
     def work(item):
         s, e = item
-        sv, st = np.zeros(d, np.float64), np.zeros(d, np.float64)
-        nan, zero = _scan_chunk(U_all[s:e], W_all[s:e], F16_TO_F32, valid[s:e], sv, st)
-        return sv, st, nan, zero
+        accs.get().scan(U_all[s:e], W_all[s:e], valid[s:e])
 
-    items = [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)]
-    grouped = _finish(work, items, workers, None, dest, starts, valid, d, ())
+    _run(work, [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)], workers)
+    grouped = _finish(accs.all(), dest, starts, valid, d, (), None)
     grouped.img, grouped.txt = U_all, W_all
     return grouped
 
 
-def _finish(work, items, workers, sink, dest, starts, valid, d, parts) -> GroupedRows:
-    sum_v, sum_t = np.zeros(d, np.float64), np.zeros(d, np.float64)
+class _ThreadLocal:
+    """Per-thread accumulators of a scan (created on a thread's first chunk)."""
+
+    def __init__(self, make) -> None:
+        self._make, self._items, self._lock = make, {}, threading.Lock()
+
+    def get(self):
+        key = threading.get_ident()
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = self._make()
+            return self._items[key]
+
+    def all(self) -> list:
+        return list(self._items.values())
+
+
+class RowBuffers:
+    """Reused row buffers, one (U, W) pair per thread: a class' or a chunk's rows are read into the
+    calling thread's pair, which the next class or chunk on that thread overwrites. Fresh memory costs
+    a page fault (and zeroing) per page, about as much as the copy itself. Row counts above
+    ``max_rows`` get fresh arrays (not kept: memory stays bounded)."""
+
+    def __init__(self, max_rows: int = BUFFER_MAX_ROWS) -> None:
+        self.max_rows = int(max_rows)
+        self._pairs: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, rows: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+        if rows > self.max_rows:
+            return np.empty((rows, d), np.uint16), np.empty((rows, d), np.uint16)
+        key = threading.get_ident()
+        with self._lock:
+            pair = self._pairs.get(key)
+        if pair is None or pair[0].shape[0] < rows or pair[0].shape[1] != d:
+            have = pair[0].shape[0] if pair is not None and pair[0].shape[1] == d else 0
+            cap = min(self.max_rows, max(rows, 2 * have))
+            pair = (np.empty((cap, d), np.uint16), np.empty((cap, d), np.uint16))
+            with self._lock:
+                self._pairs[key] = pair
+        return pair[0][:rows], pair[1][:rows]
+
+
+def _pread_into(path: str, offset: int, out: np.ndarray) -> None:
+    """Fill ``out`` (C-contiguous) with the bytes of ``path`` from ``offset``."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        while done < len(view):
+            got = os.preadv(f.fileno(), [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"{path}: ends at byte {offset + done}, {len(view) - done} bytes short")
+            done += got
+
+
+def _run(fn, items: list, workers: int) -> None:
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(fn, items):
+                pass
+    else:
+        for it in items:
+            fn(it)
+
+
+def _finish(accs: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
+    """Merge the threads' sums (sums of float16 values in float64 are exact: order does not matter)."""
+    sum_v, sum_t = np.zeros(d), np.zeros(d)
     nan = zero = 0
-    try:
-        if workers > 1 and len(items) > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(work, items))
-        else:
-            results = [work(it) for it in items]
-    finally:
-        if sink is not None:
-            sink.close()
-    for sv, st, a, b in results:  # sums of float16 values in float64 are exact: order does not matter
-        sum_v += sv
-        sum_t += st
-        nan += a
-        zero += b
+    for acc in accs:
+        sum_v += acc.sum_v
+        sum_t += acc.sum_t
+        nan += acc.nan
+        zero += acc.zero
     order = np.empty(len(dest), np.int64)
     order[dest] = np.arange(len(dest), dtype=np.int64)
     return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d,
-                       path=sink.path if sink else None,
-                       parts=tuple(parts), _tmp=sink.tmp if sink else None)
+                       path=sink.path if sink else None, parts=tuple(parts), _tmp=sink.tmp if sink else None)

@@ -20,7 +20,7 @@ from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
 from clipcov_cli.select.clipcov.imatmul import ThreadShare
 from clipcov_cli.select.clipcov.lazy_kernel import column_sums_and_stats, load_row, scratch_row
-from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, as_f16_bits, gather_parts, to_float32
+from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, RowBuffers, as_f16_bits, gather_parts, to_float32
 
 
 
@@ -29,12 +29,10 @@ class GroupedSource:
     grouped: GroupedRows
     k: int
     keep: np.ndarray  # bool over the class block: the valid rows
+    buffers: RowBuffers | None = None  # the worker thread's reused buffers (rows not kept past the unit)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        U, W = self.grouped.block(self.k)
-        if self.keep.all():
-            return U, W
-        return U[self.keep], W[self.keep]
+        return self.grouped.block(self.k, None if self.keep.all() else self.keep, self.buffers)
 
 
 @dataclass(frozen=True)

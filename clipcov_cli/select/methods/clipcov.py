@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
@@ -23,7 +24,7 @@ from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
 from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
-from clipcov_cli.select.clipcov.scan import GroupedRows, close_maps, group_from_arrays
+from clipcov_cli.select.clipcov.scan import GroupedRows, RowBuffers, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit, warm_up
 from clipcov_cli.select.profile import profile, worker_count
 
@@ -170,11 +171,13 @@ class ClipCovSelector(Selector):
 
         units = []
         stateful = set() if remote else _stateful_classes(blocks, embeddings.d)
+        buffers = RowBuffers()  # the local workers' reused row buffers (for this selection only)
         share = ThreadShare(1)  # torch threads of the local workers (one each until a single unit is left)
         for k, rows, keep in blocks:
             factor = STATE_QUOTA_FACTOR if k in stateful else QUOTA_FACTOR
             quota = min(len(rows), math.ceil(factor * budget * len(rows) / n_valid) + 16)
-            source = PartsSource(grouped.parts, rows) if remote else GroupedSource(grouped, k, keep)
+            source = PartsSource(grouped.parts, rows) if remote else \
+                GroupedSource(grouped, k, keep, None if k in stateful else buffers)  # a kept state keeps its rows
             units.append(ClassUnit(k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, grouped.sum_v,
                                    grouped.sum_t, n_valid, label_sim[rows].astype(np.float32), source,
                                    keep_state=k in stateful, threads=ThreadShare(1) if remote else share))
@@ -210,7 +213,22 @@ class ClipCovSelector(Selector):
                     self.stats.append(res.stats)
                     unit_seconds.append(res.seconds)
                 t_units = time.perf_counter()
-                merged = merge_sequences(dict(sorted(sources.items())), budget, chunk_of=lambda g: g.chunk())
+
+                def extend_many(items: list) -> None:
+                    """One merge round's extensions, on the workers when there are several."""
+                    if len(items) < 2 or workers < 2:
+                        for g, count in items:
+                            g.extend(count)
+                        return
+                    share.n = 1  # one torch thread per class while classes run side by side
+                    try:
+                        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+                            list(pool.map(lambda item: item[0].extend(item[1]), items))
+                    finally:
+                        share.n = workers
+
+                merged = merge_sequences(dict(sorted(sources.items())), budget, chunk_of=lambda g: g.chunk(),
+                                         extend_many=extend_many)
         finally:
             close_maps()  # also when a unit failed: no memory map outlives the selection
             for thread in self.warming:  # not left compiling while the interpreter exits

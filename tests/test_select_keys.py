@@ -1,0 +1,48 @@
+"""Key handling of `clipcov select`'s reader against the obvious (slow) versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy
+
+
+def _slow(column) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False).astype(str)
+
+
+@pytest.mark.parametrize("values,kind", [
+    (["000000001", "000000002", "000000003"], pa.string()),  # fixed width (img2dataset keys)
+    (["a", "bb", "", "ccc", "dddd"], pa.string()),  # variable width, an empty key
+    (["k1", "k22", "k333"], pa.large_string()),
+    (["é", "ascii", "日本"], pa.string()),  # not ASCII: through Python strings
+    (["a\x00", "b"], pa.string()),  # a NUL byte: through Python strings
+    (["a", None], pa.string()),  # a null
+    ([], pa.string()),
+])
+def test_keys_to_numpy_equals_the_python_conversion(values, kind):
+    arr = pa.array(values, kind)
+    got, want = keys_to_numpy(arr), _slow(arr)
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+
+
+def test_keys_to_numpy_of_slices_and_chunks():
+    arr = pa.array([f"key{i}" * (1 + i % 3) for i in range(100)])
+    chunks = pa.chunked_array([arr.slice(0, 10), arr.slice(40, 30)])
+    for piece in (arr.slice(7, 50), chunks, pa.chunked_array([], pa.string())):
+        assert keys_to_numpy(piece).tolist() == _slow(piece).tolist()
+
+
+def test_duplicate_keys_finds_exactly_the_repeated_keys():
+    rng = np.random.default_rng(0)
+    keys = np.array([f"{i:09d}" for i in rng.permutation(20000)])
+    assert len(duplicate_keys(keys)) == 0
+    keys[[5, 17, 900]] = keys[[100, 100, 901]]  # one key three times, another twice
+    want = np.unique(keys, return_counts=True)
+    assert duplicate_keys(keys).tolist() == want[0][want[1] > 1].tolist()
+    assert duplicate_keys(np.array([3, 1, 3])).tolist() == [3]  # other dtypes: by sorting
+    assert len(duplicate_keys(np.array(["x"]))) == 0
+    near = np.array(["x" * 11 + "a", "x" * 11 + "b", "ab", "abc", "ba"])  # differ late, by length, by order
+    assert len(duplicate_keys(near)) == 0
