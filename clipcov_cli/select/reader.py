@@ -186,18 +186,70 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
 
     ``group_by_label`` (ClipCov): when labels are present, nothing is concatenated; one pass over the
     parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and copies the rows into
-    class-major order, handed to the method as ``EmbeddingSet.prepared``."""
+    class-major order, handed to the method as ``EmbeddingSet.prepared``. It starts before the
+    metadata and labels are read, which it does not need unless it makes the class-major copy."""
     root = resolve_embeddings_dir(path)
     meta = _load_meta(root)
     if meta is not None and meta.get("complete") is False:
-        raise ClipcovError(f"{root} is incomplete ({len(meta.get('parts_done', []))} of {len(meta.get('parts', []))} parts): "
-                           "re-run `clipcov embed` to finish it")
+        raise ClipcovError(f"{root} is incomplete ({len(meta.get('parts_done', []))} of "
+                           f"{len(meta.get('parts', []))} parts): re-run `clipcov embed` to finish it")
     parts = list_parts(root)
-    imgs, txts, keys, labels, sims = [], [], [], [], []
-    has_labels = (root / "labels").is_dir()
+    imgs, txts = _open_arrays(root, parts)
+    scan = None
+    if group_by_label and (root / "labels").is_dir():
+        from clipcov_cli.select.clipcov.scan import NpyPart, PartsScan
+
+        firsts = np.cumsum([0] + [a.shape[0] for a in imgs])
+        scan = PartsScan([(NpyPart.open(root / "img_emb" / f"img_emb_{p}.npy"),
+                           NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"), int(firsts[i]))
+                          for i, p in enumerate(parts)], workers=workers, copy=class_copy).start()
+    try:
+        all_keys, labels, sims = _read_tables(root, parts, imgs)
+        _check_unique(all_keys)
+        has_labels = labels is not None
+        prepared = None
+        if scan is not None and has_labels:
+            prepared = scan.finish(labels, int(labels.max()) + 1 if len(labels) else 1)
+            scan = None
+    finally:
+        if scan is not None:  # an error, or a labels part missing: the pass is not needed
+            scan.abort()
+    class_names = tuple(((meta or {}).get("classes") or {}).get("names") or ()) or None
+    num_classes = ((meta or {}).get("classes") or {}).get("count")
+    if prepared is not None:
+        tmpdir.append(prepared)
+        img, txt = (imgs[0], txts[0]) if len(imgs) == 1 else (PartsView(imgs), PartsView(txts))
+        valid, nan, zero = prepared.valid, prepared.nan, prepared.zero
+    else:
+        img, txt = _concat(imgs, tmpdir), _concat(txts, tmpdir)
+        valid, nan, zero = _valid_rows(img, txt)
+    emb = EmbeddingSet(img=img, txt=txt, keys=all_keys, valid=valid, pseudo_label=labels, label_sim=sims,
+                       num_classes=num_classes, prepared=prepared)
+    info = EmbeddingsInfo(root=root.resolve(), parts=tuple(parts), meta=meta, has_labels=has_labels,
+                          excluded_nan=nan, excluded_zero=zero, fingerprint=_fingerprint(root, parts),
+                          class_names=class_names)
+    return emb, info
+
+
+def _open_arrays(root: Path, parts: list[str]) -> tuple[list, list]:
+    """Every part's image and text arrays (memory maps), with their shapes checked against each other."""
+    imgs, txts = [], []
     for part in parts:
         img = _npy(root / "img_emb" / f"img_emb_{part}.npy")
         txt = _npy(root / "text_emb" / f"text_emb_{part}.npy")
+        if img.shape[0] != txt.shape[0]:
+            raise ClipcovError(f"part {part}: row counts differ (image {img.shape[0]}, text {txt.shape[0]})")
+        if img.shape[1] != txt.shape[1] or (imgs and img.shape[1] != imgs[0].shape[1]):
+            raise ClipcovError(f"part {part}: embedding dimensions differ ({img.shape[1]} vs {txt.shape[1]})")
+        imgs.append(img), txts.append(txt)
+    return imgs, txts
+
+
+def _read_tables(root: Path, parts: list[str], imgs: list) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Keys (metadata/), and pseudo-labels and label similarities (labels/) if every part has them."""
+    keys, labels, sims = [], [], []
+    has_labels = (root / "labels").is_dir()
+    for part, img in zip(parts, imgs):
         mpath = root / "metadata" / f"metadata_{part}.parquet"
         if not mpath.exists():
             raise ClipcovError(f"missing metadata/metadata_{part}.parquet: the embeddings folder is incomplete")
@@ -205,46 +257,21 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
         cols = mfile.schema_arrow.names
         key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
         n_meta = mfile.metadata.num_rows
-        if not (img.shape[0] == txt.shape[0] == n_meta):
-            raise ClipcovError(f"part {part}: row counts differ (image {img.shape[0]}, text {txt.shape[0]}, metadata {n_meta})")
-        if img.shape[1] != txt.shape[1] or (imgs and img.shape[1] != imgs[0].shape[1]):
-            raise ClipcovError(f"part {part}: embedding dimensions differ ({img.shape[1]} vs {txt.shape[1]})")
+        if img.shape[0] != n_meta:
+            raise ClipcovError(f"part {part}: row counts differ (image and text {img.shape[0]}, metadata {n_meta})")
         kcol = mfile.read(columns=[key_col])[key_col] if key_col else None
         k = keys_to_numpy(kcol) if key_col else np.array([f"{part}:{i}" for i in range(n_meta)])
-        imgs.append(img), txts.append(txt), keys.append(k)
+        keys.append(k)
         lpath = root / "labels" / f"labels_{part}.parquet"
         if has_labels and lpath.exists():
             lt = pq.ParquetFile(lpath).read(columns=["key", "pseudo_label", "label_sim"])
             if lt.num_rows != n_meta or not _same_keys(lt["key"], kcol, k):
-                raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; re-run `clipcov embed --relabel`")
+                raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; "
+                                   "re-run `clipcov embed --relabel`")
             labels.append(lt["pseudo_label"].to_numpy().astype(np.int64))
             sims.append(lt["label_sim"].to_numpy().astype(np.float32))
         else:
             has_labels = False
-    all_keys = np.concatenate(keys)
-    _check_unique(all_keys)
-    class_names = tuple(((meta or {}).get("classes") or {}).get("names") or ()) or None
-    num_classes = ((meta or {}).get("classes") or {}).get("count")
-    pseudo_label = np.concatenate(labels) if has_labels else None
-    prepared = None
-    if group_by_label and has_labels:
-        from clipcov_cli.select.clipcov.scan import NpyPart, group_from_parts
-
-        firsts = np.cumsum([0] + [a.shape[0] for a in imgs])
-        parts_rw = [(NpyPart.open(root / "img_emb" / f"img_emb_{p}.npy"), NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"),
-                     int(firsts[i])) for i, p in enumerate(parts)]
-        prepared = group_from_parts(parts_rw, pseudo_label, int(pseudo_label.max()) + 1 if len(pseudo_label) else 1,
-                                    workers=workers, copy=class_copy)
-        tmpdir.append(prepared)
-        img, txt = (imgs[0], txts[0]) if len(imgs) == 1 else (PartsView(imgs), PartsView(txts))
-        valid, nan, zero = prepared.valid, prepared.nan, prepared.zero
-    else:
-        img, txt = _concat(imgs, tmpdir), _concat(txts, tmpdir)
-        valid, nan, zero = _valid_rows(img, txt)
-    emb = EmbeddingSet(img=img, txt=txt, keys=all_keys, valid=valid, pseudo_label=pseudo_label,
-                       label_sim=np.concatenate(sims) if has_labels else None,
-                       num_classes=num_classes, prepared=prepared)
-    info = EmbeddingsInfo(root=root.resolve(), parts=tuple(parts), meta=meta, has_labels=has_labels,
-                          excluded_nan=nan, excluded_zero=zero, fingerprint=_fingerprint(root, parts),
-                          class_names=class_names)
-    return emb, info
+    if not has_labels:
+        return np.concatenate(keys), None, None
+    return np.concatenate(keys), np.concatenate(labels), np.concatenate(sims)

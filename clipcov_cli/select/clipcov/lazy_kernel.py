@@ -46,7 +46,6 @@ OLD_ROWS = 384  # look-ahead: top a batch up to this many candidates that need t
 POOL = 4 * OLD_ROWS  # ... chosen by fresh O(d) bound among this many entries next in the heap
 LOOKAHEAD_MIN = 1024  # ... when the oldest members needed are at least this many (default of ctl[5])
 BATCH_CAP = BATCH + OLD_ROWS  # rows of a batch at most
-BOUND_GROUP = 8  # stale entries next in the heap given their O(d) bound together (rows fetched together)
 MAX_SEGMENTS = 6  # column blocks of a batch (members sorted by last evaluation: a staircase)
 QMAX = 127  # int8 quantization: q = rint(x * QMAX / max |x|)
 CTL = 6  # control words: heap size, picks, pending batch size, pending segments, screening cut, look-ahead min
@@ -550,7 +549,6 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
     fresh_i = np.empty(4 * BATCH + POOL, np.int64)
     pool_k = np.empty(POOL, np.float64)
     pool_i = np.empty(POOL, np.int64)
-    grp = np.empty(BOUND_GROUP, np.int64)
     while npicks < target and size > 0:
         key = hk[0]
         j = hi[0]
@@ -577,24 +575,13 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             npicks += 1
             continue
         if lin_ok and bnd[j] != npicks:
-            # stage 1: an upper bound of the gain in O(d), no per-member work; the entries next in the
-            # heap that need one too are taken with it, so that their rows are fetched together
-            grp[0] = j
-            ng = 1
-            while ng < BOUND_GROUP and size > 0 and seen[hi[0]] != npicks and bnd[hi[0]] != npicks:
-                grp[ng] = hi[0]
-                ng += 1
-                size = _pop(hk, hi, size)
-                if size > 0:
-                    prefetch_rows(U, W, hi[0])
-            for g in range(ng):
-                j = grp[g]
-                bnd[j] = npicks
-                stats[0] += 1
-                load_row(U, j, rv, rvb)
-                load_row(W, j, rt, rtb)
-                bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, seen[j], npicks, m)
-                size = _push(hk, hi, size, bound, j)
+            # stage 1: an upper bound of the gain in O(d), no per-member work
+            bnd[j] = npicks
+            stats[0] += 1
+            load_row(U, j, rv, rvb)
+            load_row(W, j, rt, rtb)
+            bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks, m)
+            size = _push(hk, hi, size, bound, j)
             continue
         # stage 2: exact
         if npicks - lo <= SMALL:

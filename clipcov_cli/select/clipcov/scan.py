@@ -40,7 +40,7 @@ from clipcov_cli.select.clipcov.lazy_kernel import load_row, scratch_row
 
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15
-BUFFER_MAX_ROWS = 1 << 16  # classes up to this many rows are read into a thread's reused buffers
+BUFFER_MAX_ROWS = 1 << 14  # classes up to this many rows are read into a thread's reused buffers
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
 
 
@@ -269,7 +269,9 @@ class _Sink:
             os.pwrite(self.fd, W[a:b].tobytes(), (self.n + int(dest[a])) * row)
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def gather_parts(parts, rows: np.ndarray, populate: bool = False,
@@ -319,46 +321,91 @@ class _Accumulators:
         self.zero += zero
 
 
-def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarray, num_classes: int,
-                     workers: int = 2, copy: bool | None = None, tmpdir: str | None = None) -> GroupedRows:
-    """The one pass over .npy parts (``(img part, txt part, first example index)``); ``copy``: make
-    the class-major copy (default: when the corpus is large against the available memory). Without
-    the copy, float16 parts are read through the memory maps the units gather from (populated once,
-    nothing copied); otherwise chunks are read into each thread's reused buffers."""
-    n = len(labels)
-    d = parts[0][0].dim
-    labels = np.asarray(labels, np.int64)
-    dest, starts = _class_positions(labels, int(num_classes))
-    if copy is None:
-        copy = 2 * n * d * 2 > GROUP_WHEN_OVER * available_memory()
-    mapped = not copy and all(np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16
-                              for pi, pt, _ in parts)
-    sink = _Sink(n, d, tmpdir) if copy else None
-    valid = np.empty(n, bool)
-    accs = _ThreadLocal(lambda: _Accumulators(d))
-    buffers = RowBuffers(CHUNK_ROWS)
-    if mapped:  # every part's pages mapped at once (in parallel), before the chunks are scanned
-        _run(lambda part: [_mapped(x, populate=True) for x in part[:2]], parts, workers)
+class PartsScan:
+    """The one pass over .npy parts (``(img part, txt part, first example index)``), in two steps:
+    ``start`` runs the flags and sums on a thread pool in the background (they need no labels), while
+    the caller reads the labels; ``finish(labels, num_classes)`` waits for it and adds the class-major
+    order. ``copy``: make the class-major copy (default: when the corpus is large against the
+    available memory); it needs the labels, so then the pass runs in ``finish``. Without the copy,
+    float16 parts are read through the memory maps the units gather from (populated once, nothing
+    copied); otherwise chunks are read into each thread's reused buffers."""
 
-    def work(item):
+    def __init__(self, parts: list[tuple[NpyPart, NpyPart, int]], workers: int = 2, copy: bool | None = None,
+                 tmpdir: str | None = None) -> None:
+        self.parts, self.workers, self.tmpdir = list(parts), max(1, int(workers)), tmpdir
+        self.n = sum(pi.rows for pi, _, _ in self.parts)
+        self.d = self.parts[0][0].dim
+        self.copy = 2 * self.n * self.d * 2 > GROUP_WHEN_OVER * available_memory() if copy is None else bool(copy)
+        self.mapped = not self.copy and all(np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16
+                                            for pi, pt, _ in self.parts)
+        self.valid = np.empty(self.n, bool)
+        self._accs = _ThreadLocal(lambda: _Accumulators(self.d))
+        self._buffers = RowBuffers(CHUNK_ROWS)
+        self._sink: _Sink | None = None
+        self._dest: np.ndarray | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list = []
+
+    def start(self) -> "PartsScan":
+        """Run the pass in the background (not when making the copy: it needs the labels)."""
+        if not self.copy and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clipcov-scan")
+            items = ([("map", pi) for pair in self.parts for pi in pair[:2]] if self.mapped else []) + \
+                list(_chunks_of(self.parts))
+            self._futures = [self._pool.submit(self._work, item) for item in items]
+        return self
+
+    def finish(self, labels: np.ndarray, num_classes: int) -> GroupedRows:
+        labels = np.asarray(labels, np.int64)
+        dest, starts = _class_positions(labels, int(num_classes))
+        try:
+            if self._pool is None:
+                self._dest = dest
+                self._sink = _Sink(self.n, self.d, self.tmpdir) if self.copy else None
+                _run(self._work, list(_chunks_of(self.parts)), self.workers)
+            else:
+                for future in self._futures:
+                    future.result()
+        finally:
+            self.cancel()
+        sink = self._sink
+        return _finish(self._accs.all(), dest, starts, self.valid, self.d, self.parts, sink)
+
+    def cancel(self) -> None:
+        """Stop the background pass (chunks under way finish); close the copy."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._sink is not None:
+            self._sink.close()
+
+    def abort(self) -> None:
+        """Stop the pass and drop the memory maps it made (an error, or the pass is not needed)."""
+        self.cancel()
+        if self.mapped:
+            close_maps()
+
+    def _work(self, item) -> None:
+        if item[0] == "map":  # every part's pages mapped at once, before its chunks are scanned
+            _mapped(item[1], populate=True)
+            return
         p, s, e, first = item
-        pi, pt, _ = parts[p]
-        if mapped:
-            U, W = _mapped(pi)[s:e].view(np.uint16), _mapped(pt)[s:e].view(np.uint16)
+        pi, pt, _ = self.parts[p]
+        if self.mapped:
+            U, W = _mapped(pi, populate=True)[s:e].view(np.uint16), _mapped(pt, populate=True)[s:e].view(np.uint16)
         else:
-            U, W = buffers.get(e - s, d)
+            U, W = self._buffers.get(e - s, self.d)
             pi.read_into(s, e, U)
             pt.read_into(s, e, W)
-        accs.get().scan(U, W, valid[first + s: first + e])
-        if sink is not None:
-            sink.put(U, W, dest[first + s: first + e])
+        self._accs.get().scan(U, W, self.valid[first + s: first + e])
+        if self._sink is not None:
+            self._sink.put(U, W, self._dest[first + s: first + e])
 
-    try:
-        _run(work, list(_chunks_of(parts)), workers)
-    finally:
-        if sink is not None:
-            sink.close()
-    return _finish(accs.all(), dest, starts, valid, d, parts, sink)
+
+def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarray, num_classes: int,
+                     workers: int = 2, copy: bool | None = None, tmpdir: str | None = None) -> GroupedRows:
+    """The one pass over .npy parts in one call (see ``PartsScan``)."""
+    return PartsScan(parts, workers, copy, tmpdir).start().finish(labels, num_classes)
 
 
 def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_classes: int, workers: int = 1) -> GroupedRows:
