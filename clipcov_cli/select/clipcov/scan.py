@@ -339,7 +339,8 @@ class PartsScan:
         self.mapped = not self.copy and all(np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16
                                             for pi, pt, _ in self.parts)
         self.valid = np.empty(self.n, bool)
-        self._accs = _ThreadLocal(lambda: _Accumulators(self.d))
+        d = self.d  # (not self: no reference cycle keeps the scan's buffers alive)
+        self._accs = _ThreadLocal(lambda: _Accumulators(d))
         self._buffers = RowBuffers(CHUNK_ROWS)
         self._sink: _Sink | None = None
         self._dest: np.ndarray | None = None
@@ -368,8 +369,8 @@ class PartsScan:
                     future.result()
         finally:
             self.cancel()
-        sink = self._sink
-        return _finish(self._accs.all(), dest, starts, self.valid, self.d, self.parts, sink)
+            self._dest = self._buffers = None  # the read buffers and positions are not needed any more
+        return _finish(self._accs.all(), dest, starts, self.valid, self.d, self.parts, self._sink)
 
     def cancel(self) -> None:
         """Stop the background pass (chunks under way finish); close the copy."""
