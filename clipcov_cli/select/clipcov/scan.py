@@ -454,21 +454,16 @@ class RowBuffers:
 
     def __init__(self, max_rows: int = BUFFER_MAX_ROWS) -> None:
         self.max_rows = int(max_rows)
-        self._pairs: dict = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()  # a thread's pair goes when the thread ends
 
     def get(self, rows: int, d: int) -> tuple[np.ndarray, np.ndarray]:
         if rows > self.max_rows:
             return np.empty((rows, d), np.uint16), np.empty((rows, d), np.uint16)
-        key = threading.get_ident()
-        with self._lock:
-            pair = self._pairs.get(key)
+        pair = getattr(self._local, "pair", None)
         if pair is None or pair[0].shape[0] < rows or pair[0].shape[1] != d:
             have = pair[0].shape[0] if pair is not None and pair[0].shape[1] == d else 0
             cap = min(self.max_rows, max(rows, 2 * have))
-            pair = (np.empty((cap, d), np.uint16), np.empty((cap, d), np.uint16))
-            with self._lock:
-                self._pairs[key] = pair
+            pair = self._local.pair = (np.empty((cap, d), np.uint16), np.empty((cap, d), np.uint16))
         return pair[0][:rows], pair[1][:rows]
 
 
