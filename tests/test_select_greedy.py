@@ -214,14 +214,17 @@ def test_merge_extensions_in_place_and_by_rerun_equal_plain_greedy(monkeypatch, 
     assert sel.indices.tolist() == picks.tolist() and sel.score.tolist() == gains.tolist()
 
 
-def test_class_major_copy_file_equals_reading_the_parts(tmp_path):
-    """The scan's class-major copy (a temporary file, for corpora larger than memory) and reading
-    the parts directly give the same rows, sums and flags; float32 parts are rounded to float16."""
-    from clipcov_cli.select.clipcov.scan import NpyPart, group_from_parts
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
+    """The scan's class-major copy (a temporary file, for corpora larger than memory; its chunks read
+    into reused buffers) and reading the parts directly (float16 parts: through their memory maps)
+    give the same rows, sums and flags; float32 parts are rounded to float16."""
+    from clipcov_cli.select.clipcov.scan import NpyPart, close_maps, group_from_parts
     from tests.select_helpers import write_embeddings_folder
 
+    close_maps()  # none left by an earlier test
     V, T, labels, Z = clustered(500, 8, 5, seed=4, spread=1.0)
-    V = V.astype(np.float32)
+    V = V.astype(dtype)
     V[17] = np.nan
     keys = np.array([f"{i:09d}" for i in range(500)])
     root = write_embeddings_folder(tmp_path / "e", V, T, keys, labels, np.zeros(500), parts=3)
@@ -231,6 +234,7 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path):
     direct = group_from_parts(parts, labels, 5, workers=2, copy=False)
     copied = group_from_parts(parts, labels, 5, workers=2, copy=True, tmpdir=str(tmp_path))
     try:
+        assert (len(_mapped_parts()) > 0) == (dtype == np.float16)
         assert copied.path is not None and direct.path is None
         assert direct.nan == copied.nan == 1 and np.array_equal(direct.valid, copied.valid)
         assert np.array_equal(direct.sum_v, copied.sum_v) and np.array_equal(direct.sum_t, copied.sum_t)
@@ -241,7 +245,15 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path):
             assert np.array_equal(a[0], V[rows].astype(np.float16).view(np.uint16))
     finally:
         copied.cleanup()
+        close_maps()
     assert not any(tmp_path.glob("clipcov-select-*"))
+
+
+def _mapped_parts() -> list:
+    from clipcov_cli.select.clipcov import scan
+
+    with scan._MAPS_LOCK:
+        return list(scan._MAPS)
 
 
 def test_parts_are_named_by_absolute_path(tmp_path, monkeypatch):

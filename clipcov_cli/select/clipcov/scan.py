@@ -327,17 +327,19 @@ class PartsScan:
     the caller reads the labels; ``finish(labels, num_classes)`` waits for it and adds the class-major
     order. ``copy``: make the class-major copy (default: when the corpus is large against the
     available memory); it needs the labels, so then the pass runs in ``finish``. Without the copy,
-    float16 parts are read through the memory maps the units gather from (populated once, nothing
-    copied); otherwise chunks are read into each thread's reused buffers."""
+    float16 parts that fit in memory are read through the memory maps the units gather from
+    (populated once, nothing copied); otherwise chunks are read into each thread's reused buffers."""
 
     def __init__(self, parts: list[tuple[NpyPart, NpyPart, int]], workers: int = 2, copy: bool | None = None,
                  tmpdir: str | None = None) -> None:
         self.parts, self.workers, self.tmpdir = list(parts), max(1, int(workers)), tmpdir
         self.n = sum(pi.rows for pi, _, _ in self.parts)
         self.d = self.parts[0][0].dim
-        self.copy = 2 * self.n * self.d * 2 > GROUP_WHEN_OVER * available_memory() if copy is None else bool(copy)
-        self.mapped = not self.copy and all(np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16
-                                            for pi, pt, _ in self.parts)
+        large = 2 * self.n * self.d * 2 > GROUP_WHEN_OVER * available_memory()
+        self.copy = large if copy is None else bool(copy)
+        # through memory maps only what fits in memory (e.g. not a large corpus scanned for Ray tasks)
+        self.mapped = not self.copy and not large and all(
+            np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16 for pi, pt, _ in self.parts)
         self.valid = np.empty(self.n, bool)
         d = self.d  # (not self: no reference cycle keeps the scan's buffers alive)
         self._accs = _ThreadLocal(lambda: _Accumulators(d))
