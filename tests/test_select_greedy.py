@@ -319,12 +319,16 @@ def test_sorted_merge_equals_the_heap_merge(seed, first):
             assert getattr(a, name).tolist() == getattr(b, name).tolist(), (seed, budget, name)
 
 
-def test_merge_of_sequences_out_of_order_falls_back_to_the_heap():
-    from clipcov_cli.select.clipcov.greedy import _heap_merge
+def test_merge_of_sequences_out_of_order_falls_back_to_the_heap(monkeypatch):
+    from clipcov_cli.select.clipcov import greedy
 
+    heap_merge, calls = greedy._heap_merge, []
+    monkeypatch.setattr(greedy, "_heap_merge", lambda *a: calls.append(1) or heap_merge(*a))
     seqs = _sequences(3, sorted_=False)
     runs = []
-    for merge in (merge_sequences, lambda c, b, chunk_of: _heap_merge(c, b, chunk_of)):
+    for merge in (merge_sequences, lambda c, b, chunk_of: heap_merge(c, b, chunk_of)):
         classes = {k: _Revealed(g, i) for k, (g, i) in seqs.items()}
         runs.append(merge(classes, 25, chunk_of=lambda g: 3))
-    assert runs[0].index.tolist() == runs[1].index.tolist() and runs[0].gain.tolist() == runs[1].gain.tolist()
+    assert calls == [1]
+    for name in ("cls", "local", "index", "gain"):
+        assert getattr(runs[0], name).tolist() == getattr(runs[1], name).tolist()

@@ -149,11 +149,13 @@ def test_top_dot_products_are_exact_both_ways(picks):
         norms = np.array([1.0, 1.0, 0.0, np.linalg.norm(PV), np.linalg.norm(PT)])
         hi, lo = lazy_kernel._top_dd(v, t, PV, PT, norms)
         assert _exact(hi) + _exact(lo) == want
+        assert (hi, lo) == lazy_kernel._top_int(v, t, PV, PT)  # unit rows: the integer path
     big = np.full(d, 3.0e4, np.float32)  # |p| far above the integer path's limit: TwoSum
     P = np.full(d, 2.0**20)
     norms = np.array([np.linalg.norm(big)] * 2 + [0.0] + [np.linalg.norm(P)] * 2)
     hi, lo = lazy_kernel._top_dd(big, big, P, P, norms)
     assert _exact(hi) + _exact(lo) == 2 * d * _exact(3.0e4) * _exact(2.0**20)
+    assert (hi, lo) == lazy_kernel._top_two_sum(big, big, P, P)
 
 
 def test_scan_flags_every_special_float16_and_sums_the_rest():

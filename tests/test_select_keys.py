@@ -20,6 +20,8 @@ def _slow(column) -> np.ndarray:
     (["é", "ascii", "日本"], pa.string()),  # not ASCII: through Python strings
     (["a\x00", "b"], pa.string()),  # a NUL byte: through Python strings
     (["a", None], pa.string()),  # a null
+    (["", ""], pa.string()),  # every key empty: no data buffer
+    ([f"shard/{i:05d}/" + "x" * (i % 97) + ".jpg" for i in range(300)], pa.string()),  # long, variable
     ([], pa.string()),
 ])
 def test_keys_to_numpy_equals_the_python_conversion(values, kind):

@@ -22,6 +22,8 @@ def keys_to_numpy(column) -> np.ndarray:
         return arr.to_numpy(zero_copy_only=False).astype(str)
     offset_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     _, offsets_buf, data_buf = arr.buffers()
+    if data_buf is None:  # every key empty
+        return arr.to_numpy(zero_copy_only=False).astype(str)
     offsets = np.frombuffer(offsets_buf, offset_type)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
     data = np.frombuffer(data_buf, np.uint8)[offsets[0]: offsets[-1]]
     lengths = np.diff(offsets)
@@ -31,10 +33,11 @@ def keys_to_numpy(column) -> np.ndarray:
     out = np.zeros((len(arr), width), np.uint32)  # ASCII bytes are their code points: numpy's UCS4 layout
     if (lengths == width).all():
         out[:] = data.reshape(len(arr), width)
-    else:
-        rows = np.repeat(np.arange(len(arr)), lengths)
-        cols = np.arange(len(data)) - np.repeat(offsets[:-1] - offsets[0], lengths)
-        out[rows, cols] = data
+    else:  # character by character across the keys (memory: a few bytes per key, not per character)
+        starts = offsets[:-1] - offsets[0]
+        for j in range(width):
+            have = np.flatnonzero(lengths > j)
+            out[have, j] = data[starts[have] + j]
     return out.view(f"U{width}").reshape(-1)
 
 

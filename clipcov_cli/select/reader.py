@@ -180,14 +180,16 @@ class PartsView:
 
 
 def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, workers: int = 1,
-                    class_copy: bool | None = None) -> tuple[EmbeddingSet, EmbeddingsInfo]:
+                    class_copy: bool | None = None, map_parts: bool = True) -> tuple[EmbeddingSet, EmbeddingsInfo]:
     """Read an embeddings folder. ``tmpdir`` (a list) receives objects with a ``cleanup()`` the caller
     keeps alive while the returned arrays are in use (a temporary concatenation or grouped copy).
 
     ``group_by_label`` (ClipCov): when labels are present, nothing is concatenated; one pass over the
     parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and copies the rows into
     class-major order, handed to the method as ``EmbeddingSet.prepared``. It starts before the
-    metadata and labels are read, which it does not need unless it makes the class-major copy."""
+    metadata and labels are read, which it does not need unless it makes the class-major copy.
+    ``map_parts``: the pass may read the parts through memory maps (False when the units run
+    elsewhere, as Ray tasks, and read the parts themselves)."""
     root = resolve_embeddings_dir(path)
     meta = _load_meta(root)
     if meta is not None and meta.get("complete") is False:
@@ -202,7 +204,7 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
         firsts = np.cumsum([0] + [a.shape[0] for a in imgs])
         scan = PartsScan([(NpyPart.open(root / "img_emb" / f"img_emb_{p}.npy"),
                            NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"), int(firsts[i]))
-                          for i, p in enumerate(parts)], workers=workers, copy=class_copy).start()
+                          for i, p in enumerate(parts)], workers=workers, copy=class_copy, map_parts=map_parts).start()
     try:
         all_keys, labels, sims = _read_tables(root, parts, imgs)
         _check_unique(all_keys)
@@ -210,6 +212,7 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
         prepared = None
         if scan is not None and has_labels:
             prepared = scan.finish(labels, int(labels.max()) + 1 if len(labels) else 1)
+            tmpdir.append(prepared)  # the caller's cleanup removes its copy and memory maps
             scan = None
     finally:
         if scan is not None:  # an error, or a labels part missing: the pass is not needed
@@ -217,7 +220,6 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
     class_names = tuple(((meta or {}).get("classes") or {}).get("names") or ()) or None
     num_classes = ((meta or {}).get("classes") or {}).get("count")
     if prepared is not None:
-        tmpdir.append(prepared)
         img, txt = (imgs[0], txts[0]) if len(imgs) == 1 else (PartsView(imgs), PartsView(txts))
         valid, nan, zero = prepared.valid, prepared.nan, prepared.zero
     else:

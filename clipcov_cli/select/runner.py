@@ -66,7 +66,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
     emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
-                                workers=workers, class_copy=False if cfg.engine == "ray" else None)
+                                workers=workers, class_copy=False if cfg.engine == "ray" else None,
+                                map_parts=cfg.engine != "ray")
     profile(f"read {time.time() - t0:.2f} s")
     try:
         if cfg.method == "clipcov" and not info.has_labels:

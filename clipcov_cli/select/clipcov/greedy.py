@@ -236,7 +236,10 @@ def merge_sequences(classes: dict[int, ClassGreedy], budget: int, chunk_of=lambd
             top = top[np.lexsort((all_index[top], -all_gain[top]))]
             all_picks = np.concatenate(picks + [np.zeros(0, np.int64)])
             return MergedSequence(cls[top], all_picks[top], all_index[top], all_gain[top])
+        before = [len(classes[k].picks) for k in changed]
         extend_many([(classes[k], chunk_of(classes[k])) for k in changed])
+        if any(len(classes[k].picks) <= n for k, n in zip(changed, before)):
+            raise RuntimeError("a class' sequence did not grow when extended")
 
 
 def _top_in_merge_order(gain: np.ndarray, index: np.ndarray, budget: int) -> tuple[np.ndarray, int]:

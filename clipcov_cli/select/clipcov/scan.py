@@ -243,6 +243,8 @@ class GroupedRows:
         return U, W
 
     def cleanup(self) -> None:
+        if self.parts and self.path is None:  # the scan or the units mapped the parts
+            close_maps()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -331,14 +333,14 @@ class PartsScan:
     (populated once, nothing copied); otherwise chunks are read into each thread's reused buffers."""
 
     def __init__(self, parts: list[tuple[NpyPart, NpyPart, int]], workers: int = 2, copy: bool | None = None,
-                 tmpdir: str | None = None) -> None:
+                 tmpdir: str | None = None, map_parts: bool = True) -> None:
         self.parts, self.workers, self.tmpdir = list(parts), max(1, int(workers)), tmpdir
         self.n = sum(pi.rows for pi, _, _ in self.parts)
         self.d = self.parts[0][0].dim
         large = 2 * self.n * self.d * 2 > GROUP_WHEN_OVER * available_memory()
         self.copy = large if copy is None else bool(copy)
         # through memory maps only what fits in memory (e.g. not a large corpus scanned for Ray tasks)
-        self.mapped = not self.copy and not large and all(
+        self.mapped = map_parts and not self.copy and not large and all(
             np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16 for pi, pt, _ in self.parts)
         self.valid = np.empty(self.n, bool)
         d = self.d  # (not self: no reference cycle keeps the scan's buffers alive)
