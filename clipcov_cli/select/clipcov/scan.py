@@ -1,7 +1,7 @@
 """One sequential pass over the embeddings that prepares ClipCov's class-by-class work.
 
 For each chunk of rows, on a thread pool: flag NaN / inf and zero-norm rows and add the valid rows
-to the corpus sums (exact: sums of float16 values in float64, so the threads' sums merge exactly).
+to the corpus sums (exact: sums of float16 values in float64, so the chunks' sums merge exactly).
 The class-major order of the rows (``GroupedRows.order``/``starts``: each class' rows in ascending
 example index) comes from the labels. The chunks are read through the parts' memory maps when the
 units will gather from them anyway (below; float16 parts), else with plain file reads into each
@@ -310,17 +310,11 @@ def _chunks_of(parts: list[tuple[NpyPart, NpyPart, int]]):
             yield p, s, min(pi.rows, s + CHUNK_ROWS), first
 
 
-class _Accumulators:
-    """One scan thread's sums and counts (the pass runs chunks on a thread pool; merged at the end)."""
-
-    def __init__(self, d: int) -> None:
-        self.sum_v, self.sum_t = np.zeros(d), np.zeros(d)
-        self.nan = self.zero = 0
-
-    def scan(self, U: np.ndarray, W: np.ndarray, valid: np.ndarray) -> None:
-        nan, zero = _scan_rows(U, W, valid, self.sum_v, self.sum_t)
-        self.nan += nan
-        self.zero += zero
+def _scan_chunk(U: np.ndarray, W: np.ndarray, valid: np.ndarray) -> tuple:
+    """One chunk's flags (into ``valid``), sums and counts: (sum_v, sum_t, nan, zero)."""
+    sum_v, sum_t = np.zeros(U.shape[1]), np.zeros(U.shape[1])
+    nan, zero = _scan_rows(U, W, valid, sum_v, sum_t)
+    return sum_v, sum_t, nan, zero
 
 
 class PartsScan:
@@ -343,8 +337,6 @@ class PartsScan:
         self.mapped = map_parts and not self.copy and not large and all(
             np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16 for pi, pt, _ in self.parts)
         self.valid = np.empty(self.n, bool)
-        d = self.d  # (not self: no reference cycle keeps the scan's buffers alive)
-        self._accs = _ThreadLocal(lambda: _Accumulators(d))
         self._buffers = RowBuffers(CHUNK_ROWS)
         self._sink: _Sink | None = None
         self._dest: np.ndarray | None = None
@@ -367,14 +359,14 @@ class PartsScan:
             if self._pool is None:
                 self._dest = dest
                 self._sink = _Sink(self.n, self.d, self.tmpdir) if self.copy else None
-                _run(self._work, list(_chunks_of(self.parts)), self.workers)
+                results = _run(self._work, list(_chunks_of(self.parts)), self.workers)
             else:
-                for future in self._futures:
-                    future.result()
+                results = [future.result() for future in self._futures]
         finally:
             self.cancel()
             self._dest = self._buffers = None  # the read buffers and positions are not needed any more
-        return _finish(self._accs.all(), dest, starts, self.valid, self.d, self.parts, self._sink)
+        return _finish([r for r in results if r is not None], dest, starts, self.valid, self.d, self.parts,
+                       self._sink)
 
     def cancel(self) -> None:
         """Stop the background pass (chunks under way finish); close the copy."""
@@ -390,10 +382,10 @@ class PartsScan:
         if self.mapped:
             close_maps()
 
-    def _work(self, item) -> None:
+    def _work(self, item) -> tuple | None:
         if item[0] == "map":  # every part's pages mapped at once, before its chunks are scanned
             _mapped(item[1], populate=True)
-            return
+            return None
         p, s, e, first = item
         pi, pt, _ = self.parts[p]
         if self.mapped:
@@ -402,9 +394,10 @@ class PartsScan:
             U, W = self._buffers.get(e - s, self.d)
             pi.read_into(s, e, U)
             pt.read_into(s, e, W)
-        self._accs.get().scan(U, W, self.valid[first + s: first + e])
+        result = _scan_chunk(U, W, self.valid[first + s: first + e])
         if self._sink is not None:
             self._sink.put(U, W, self._dest[first + s: first + e])
+        return result
 
 
 def group_from_parts(parts: list[tuple[NpyPart, NpyPart, int]], labels: np.ndarray, num_classes: int,
@@ -421,33 +414,15 @@ def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_
     dest, starts = _class_positions(labels, int(num_classes))
     U_all, W_all = as_f16_bits(img), as_f16_bits(txt)
     valid = np.empty(n, bool)
-    accs = _ThreadLocal(lambda: _Accumulators(d))
 
     def work(item):
         s, e = item
-        accs.get().scan(U_all[s:e], W_all[s:e], valid[s:e])
+        return _scan_chunk(U_all[s:e], W_all[s:e], valid[s:e])
 
-    _run(work, [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)], workers)
-    grouped = _finish(accs.all(), dest, starts, valid, d, (), None)
+    results = _run(work, [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)], workers)
+    grouped = _finish(results, dest, starts, valid, d, (), None)
     grouped.img, grouped.txt = U_all, W_all
     return grouped
-
-
-class _ThreadLocal:
-    """Per-thread accumulators of a scan (created on a thread's first chunk)."""
-
-    def __init__(self, make) -> None:
-        self._make, self._items, self._lock = make, {}, threading.Lock()
-
-    def get(self):
-        key = threading.get_ident()
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = self._make()
-            return self._items[key]
-
-    def all(self) -> list:
-        return list(self._items.values())
 
 
 class RowBuffers:
@@ -483,25 +458,22 @@ def _pread_into(path: str, offset: int, out: np.ndarray) -> None:
             done += got
 
 
-def _run(fn, items: list, workers: int) -> None:
+def _run(fn, items: list, workers: int) -> list:
     if workers > 1 and len(items) > 1:
         with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(fn, items):
-                pass
-    else:
-        for it in items:
-            fn(it)
+            return list(pool.map(fn, items))
+    return [fn(it) for it in items]
 
 
-def _finish(accs: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
-    """Merge the threads' sums (sums of float16 values in float64 are exact: order does not matter)."""
+def _finish(results: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
+    """Add up the chunks' sums (sums of float16 values in float64 are exact: order does not matter)."""
     sum_v, sum_t = np.zeros(d), np.zeros(d)
     nan = zero = 0
-    for acc in accs:
-        sum_v += acc.sum_v
-        sum_t += acc.sum_t
-        nan += acc.nan
-        zero += acc.zero
+    for sv, st, a, b in results:
+        sum_v += sv
+        sum_t += st
+        nan += a
+        zero += b
     order = np.empty(len(dest), np.int64)
     order[dest] = np.arange(len(dest), dtype=np.int64)
     return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d,
