@@ -13,16 +13,32 @@ from clipcov_cli.select.methods import ClipCovSelector
 from tests.select_helpers import clustered, embedding_set
 
 
-def test_load_row_is_exact_on_every_finite_float16():
+@pytest.mark.parametrize("name", ["load_row", "_load_row_int", "_load_row_hw"])
+def test_load_row_is_exact_on_every_finite_float16(name):
+    """The conversion in use, and both it is picked from (the CPU's instruction, the integer one)."""
+    load = getattr(lazy_kernel, name)
     bits = np.arange(65536, dtype=np.uint16)
     bits = bits[np.isfinite(bits.view(np.float16))]  # zeros, subnormals, normals, both signs
     pad = (-len(bits)) % 64
     rows = np.concatenate([bits, np.zeros(pad, np.uint16)]).reshape(-1, 64)
     out = np.empty(64, np.float32)
     for j in range(rows.shape[0]):
-        lazy_kernel.load_row(rows, j, out, out.view(np.uint32))
+        load(rows, j, out, out.view(np.uint32))
         want = rows[j].view(np.float16).astype(np.float32)
         assert np.array_equal(out.view(np.uint32), want.view(np.uint32)), j
+
+
+def test_the_hardware_float16_conversion_is_picked_where_it_compiles():
+    """The pick falls back to the integer version only when the hardware one fails to compile or to
+    convert (a probe bug that always fell back would be silent otherwise: the results are the same)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the expectation below is for x86-64 (F16C); other CPUs may take either version")
+    flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
+    if "f16c" not in flags:
+        pytest.skip("this CPU has no F16C instructions")
+    assert lazy_kernel.load_row is lazy_kernel._load_row_hw
 
 
 def _quantize(X: np.ndarray, inv: float) -> np.ndarray:

@@ -87,7 +87,7 @@ def _two_sum(a, b):
 
 
 @njit(cache=True, nogil=True)
-def load_row(U, j, out, out_bits):
+def _load_row_int(U, j, out, out_bits):
     """Row j of float16 bit patterns as float32 values in ``out`` (``out_bits``: the same buffer viewed
     as uint32). Exact for every finite value: normal numbers by re-biasing the exponent (integer
     operations that vectorize), zeros and subnormals (em < 0x400) as em * 2**-24 in a second pass."""
@@ -105,6 +105,48 @@ def load_row(U, j, out, out_bits):
             if em < 0x400:
                 v = np.float32(em) * np.float32(5.9604644775390625e-08)
                 out[q] = -v if h & 0x8000 else v
+
+
+@intrinsic
+def _half_to_float(typingctx, h):
+    """A float16 bit pattern as float32 (``fpext half``: the CPU's conversion instruction, F16C on x86;
+    exact for every value)."""
+    if h != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@njit(cache=True, nogil=True)
+def _load_row_hw(U, j, out, out_bits):
+    """``_load_row_int`` by the CPU's float16 conversion (vectorized: 4x faster here)."""
+    for q in range(U.shape[1]):
+        out[q] = _half_to_float(U[j, q])
+
+
+def _pick_load_row():
+    """The hardware conversion if this numba/LLVM compiles it for this CPU and it converts every finite
+    float16 bit pattern exactly as the integer version does, else the integer version. Either gives the
+    same values (rows with inf or NaN never reach them: the scan excludes them), so no result depends on
+    the choice."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).reshape(128, 512)
+    want = np.empty(bits.shape, np.float32)
+    got = np.empty(bits.shape, np.float32)
+    try:
+        for j in range(bits.shape[0]):
+            _load_row_int(bits, j, want[j], want[j].view(np.uint32))
+            _load_row_hw(bits, j, got[j], got[j].view(np.uint32))
+    except Exception:  # noqa: BLE001 - any compile failure: the integer version
+        return _load_row_int
+    finite = (bits & 0x7C00) != 0x7C00
+    same = got.view(np.uint32)[finite] == want.view(np.uint32)[finite]
+    return _load_row_hw if same.all() else _load_row_int
+
+
+load_row = _pick_load_row()  # load_row(U, j, out, out_bits): row j of float16 bits as float32 values in out
 
 
 @intrinsic
