@@ -1,8 +1,10 @@
-"""Example keys as numpy arrays, fast: the conversion from Arrow string columns and the duplicate check.
+"""Example keys and columns between Arrow and numpy, fast, and the duplicate check.
 
 A CC3M-size folder holds ~3M keys; converting them through Python strings and sorting them (``np.unique``)
 took about 2 s of `clipcov select`'s start. Here ASCII keys go straight from the Arrow buffers to a
-fixed-width numpy array, and duplicates are found by hashing (exact: equal hashes are compared by value).
+fixed-width numpy array (and back, for the selection), and duplicates are found by hashing (exact: equal
+hashes are compared by value). Numeric columns are read from and written to Arrow buffers directly:
+pyarrow's ``to_numpy`` and ``pa.array`` import pandas to check for its types (~0.2-0.5 s).
 """
 
 from __future__ import annotations
@@ -10,6 +12,50 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+
+def numbers_to_numpy(column, dtype) -> np.ndarray:
+    """A numeric Arrow array or chunked array without nulls as a numpy array of ``dtype``, read from
+    the Arrow buffers: ``to_numpy`` imports pandas (~0.5 s) to check for it. Other columns (nulls,
+    booleans, dictionaries) go through ``to_numpy``."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    t = column.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        kind = "f" if pa.types.is_floating(t) else ("i" if pa.types.is_signed_integer(t) else "u")
+        native = np.dtype(f"{kind}{t.bit_width // 8}")
+        if not column.null_count:
+            parts = [np.frombuffer(c.buffers()[1], native, count=len(c), offset=c.offset * native.itemsize)
+                     for c in chunks if len(c)]
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    return column.to_numpy(zero_copy_only=False).astype(dtype)
+
+
+def numbers_to_arrow(values: np.ndarray) -> pa.Array:
+    """A 1-D numeric numpy array as an Arrow array sharing its buffer (``pa.array`` imports pandas)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind not in "iuf" or values.ndim != 1 or values.dtype.byteorder == ">":
+        return pa.array(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def keys_to_arrow(keys: np.ndarray) -> pa.Array:
+    """A numpy unicode array of keys as an Arrow string array, from the UCS4 code points when every key
+    is ASCII (what ``keys_to_numpy`` makes), else through Python strings."""
+    keys = np.asarray(keys)
+    if keys.dtype.kind != "U" or keys.ndim != 1 or len(keys) == 0 or keys.dtype.itemsize == 0:
+        return pa.array(keys.astype(str).tolist(), pa.string())
+    width = keys.dtype.itemsize // 4
+    codes = np.ascontiguousarray(keys).view(np.uint32).reshape(len(keys), width)
+    if codes.max() >= 128:
+        return pa.array(keys.tolist(), pa.string())
+    lengths = np.char.str_len(keys)
+    data = codes[np.arange(width) < lengths[:, None]].astype(np.uint8)  # row by row: each key's characters
+    offsets = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] >= 2**31:  # beyond a string array's 32-bit offsets
+        return pa.array(keys.tolist(), pa.string())
+    return pa.Array.from_buffers(pa.string(), len(keys), [None, pa.py_buffer(offsets.astype(np.int32)),
+                                                          pa.py_buffer(data)])
 
 
 def keys_to_numpy(column) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet
-from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy
+from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy, numbers_to_numpy
 
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
 _PART = re.compile(r"^img_emb_(.+)\.npy$")
@@ -270,8 +270,8 @@ def _read_tables(root: Path, parts: list[str], imgs: list) -> tuple[np.ndarray, 
             if lt.num_rows != n_meta or not _same_keys(lt["key"], kcol, k):
                 raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; "
                                    "re-run `clipcov embed --relabel`")
-            labels.append(lt["pseudo_label"].to_numpy().astype(np.int64))
-            sims.append(lt["label_sim"].to_numpy().astype(np.float32))
+            labels.append(numbers_to_numpy(lt["pseudo_label"], np.int64))
+            sims.append(numbers_to_numpy(lt["label_sim"], np.float32))
         else:
             has_labels = False
     if not has_labels:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipcov_cli.select.base import EmbeddingSet, Selection
+from clipcov_cli.select.keys import keys_to_arrow, numbers_to_arrow
 from clipcov_cli.utils.atomic import atomic_dir, write_json
 
 FORMAT_VERSION = 1
@@ -17,15 +18,15 @@ FORMAT_VERSION = 1
 def selection_table(emb: EmbeddingSet, sel: Selection) -> pa.Table:
     idx = sel.indices
     cols: dict[str, object] = {
-        "key": pa.array(emb.keys[idx].astype(str).tolist(), pa.string()),
-        "rank": pa.array(np.arange(len(idx), dtype=np.int64)),
-        "gain": pa.array(np.asarray(sel.score, np.float64)),
-        "pseudo_label": pa.array(np.asarray(emb.pseudo_label)[idx].astype(np.int64) if emb.pseudo_label is not None
-                                 else np.full(len(idx), -1, np.int64)),
+        "key": keys_to_arrow(np.asarray(emb.keys)[idx]),
+        "rank": numbers_to_arrow(np.arange(len(idx), dtype=np.int64)),
+        "gain": numbers_to_arrow(np.asarray(sel.score, np.float64)),
+        "pseudo_label": numbers_to_arrow(np.asarray(emb.pseudo_label)[idx].astype(np.int64)
+                                         if emb.pseudo_label is not None else np.full(len(idx), -1, np.int64)),
     }
     for name, values in sel.terms.items():
         if name not in cols:
-            cols[name] = pa.array(np.asarray(values))
+            cols[name] = numbers_to_arrow(np.asarray(values))
     return pa.table(cols)
 
 
