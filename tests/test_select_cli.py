@@ -113,3 +113,24 @@ def test_existing_out_needs_overwrite(emb_dir, tmp_path):
     r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite")
     assert r.returncode == 0 and not (tmp_path / "s" / "keep.txt").exists()
     assert (tmp_path / "s" / "selection.parquet").exists()
+
+
+@pytest.mark.parametrize("patch,msg", [
+    # the free-space check before the class-major copy (forced here: the corpus counts as larger than memory)
+    ("import collections, clipcov_cli.utils.disk as d; "
+     "d.shutil = type('S', (), {'disk_usage': staticmethod(lambda p: collections.namedtuple('U', 'total used free')(1, 1, 1000))})",
+     "not enough disk space for the class-major copy"),
+    # the disk filling up while the copy is written
+    ("import errno, os; from clipcov_cli.select.clipcov import scan as s; "
+     "s.os = type('O', (), {**{k: getattr(os, k) for k in dir(os) if not k.startswith('__')}, "
+     "'pwrite': staticmethod(lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, 'No space left on device')))})",
+     "the disk filled up while writing the class-major copy"),
+])
+def test_a_full_disk_is_a_one_line_error(emb_dir, tmp_path, patch, msg):
+    code = ("import sys; from clipcov_cli.select.clipcov import scan; scan.GROUP_WHEN_OVER = 0.0; " + patch + "; "
+            "from clipcov_cli.cli import main; sys.argv = ['clipcov'] + sys.argv[1:]; main()")
+    r = subprocess.run([sys.executable, "-c", code, "select", str(emb_dir), "--budget", "20", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "TMPDIR": str(tmp_path)})
+    assert r.returncode == 2, r.stderr
+    assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("clipcov-select-*"))

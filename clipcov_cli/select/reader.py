@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet
 from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy, numbers_to_numpy
+from clipcov_cli.utils.disk import require_free_space
 
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
 _PART = re.compile(r"^img_emb_(.+)\.npy$")
@@ -93,6 +94,7 @@ def _concat(arrays: list[np.ndarray], tmpdir: list) -> np.ndarray:
     dtype = np.result_type(*arrays)
     if n * d * dtype.itemsize <= IN_MEMORY_BYTES:
         return np.concatenate(arrays)
+    require_free_space(tmpdir[0].name if tmpdir else None, n * d * dtype.itemsize, "a temporary copy of the embeddings")
     if not tmpdir:
         tmpdir.append(tempfile.TemporaryDirectory(prefix="clipcov-select-"))
     out = np.lib.format.open_memmap(Path(tmpdir[0].name) / f"cat{len(list(Path(tmpdir[0].name).iterdir()))}.npy",

@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from clipcov_cli.select.clipcov.lazy_kernel import load_row, scratch_row
+from clipcov_cli.utils.disk import out_of_space, require_free_space
 
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15
@@ -255,6 +256,7 @@ class _Sink:
 
     def __init__(self, n: int, d: int, tmpdir: str | None) -> None:
         self.n, self.d = n, d
+        require_free_space(tmpdir, 2 * n * d * 2, "the class-major copy of the embeddings")
         self.tmp = tempfile.TemporaryDirectory(prefix="clipcov-select-", dir=tmpdir)
         self.path = str(Path(self.tmp.name) / "grouped.u16")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -266,9 +268,12 @@ class _Sink:
         U, W, dest = U[order], W[order], dest[order]
         breaks = np.flatnonzero(np.diff(dest) != 1) + 1
         row = self.d * 2
-        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(dest)]):
-            os.pwrite(self.fd, U[a:b].tobytes(), int(dest[a]) * row)
-            os.pwrite(self.fd, W[a:b].tobytes(), (self.n + int(dest[a])) * row)
+        try:
+            for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(dest)]):
+                os.pwrite(self.fd, U[a:b].tobytes(), int(dest[a]) * row)
+                os.pwrite(self.fd, W[a:b].tobytes(), (self.n + int(dest[a])) * row)
+        except OSError as exc:  # the space went to something else since the check
+            raise (out_of_space(exc, self.tmp.name, "the class-major copy of the embeddings") or exc) from exc
 
     def close(self) -> None:
         if self.fd >= 0:
