@@ -12,6 +12,16 @@ def profile(msg: str) -> None:
         print(f"[clipcov select] {msg}", file=sys.stderr)
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux; None elsewhere), to profile the start-up."""
+    try:
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def worker_count(workers: int | None) -> int:
     """``--workers``: None or 0 means every CPU of this machine."""
     return max(1, int(workers or os.cpu_count() or 1))

@@ -14,7 +14,7 @@ from clipcov_cli.distribute.factory import check_engine
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection
 from clipcov_cli.select.methods import METHODS, make_selector
-from clipcov_cli.select.profile import profile, worker_count
+from clipcov_cli.select.profile import process_age, profile, worker_count
 from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
 from clipcov_cli.select.writer import selection_table, write_subset
@@ -55,6 +55,8 @@ def _check(cfg: SelectConfig) -> None:
 
 def run_select(cfg: SelectConfig) -> SelectResult:
     t0 = time.time()
+    if (age := process_age()) is not None:
+        profile(f"started {age:.2f} s after the process")
     _check(cfg)
     budget_spec = parse_budget(cfg.budget)
     check_engine(cfg.engine, cfg.ray_address)
@@ -99,6 +101,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     finally:
         for tmp in keep_alive:
             tmp.cleanup()
+        profile(f"temporary files and maps dropped {time.time() - t0:.2f} s")
 
 
 def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:
