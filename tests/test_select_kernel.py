@@ -16,6 +16,8 @@ from tests.select_helpers import clustered, embedding_set
 @pytest.mark.parametrize("name", ["load_row", "_load_row_int", "_load_row_hw"])
 def test_load_row_is_exact_on_every_finite_float16(name):
     """The conversion in use, and both it is picked from (the CPU's instruction, the integer one)."""
+    if name == "_load_row_hw" and not lazy_kernel.hardware_conversion_supported():
+        pytest.skip("numba does not compile float16 conversions to an instruction for this CPU (calling it would crash)")
     load = getattr(lazy_kernel, name)
     bits = np.arange(65536, dtype=np.uint16)
     bits = bits[np.isfinite(bits.view(np.float16))]  # zeros, subnormals, normals, both signs
@@ -39,6 +41,32 @@ def test_the_hardware_float16_conversion_is_picked_where_it_compiles():
     if "f16c" not in flags:
         pytest.skip("this CPU has no F16C instructions")
     assert lazy_kernel.load_row is lazy_kernel._load_row_hw
+
+
+@pytest.mark.parametrize("env,hardware", [
+    ({"NUMBA_CPU_NAME": "generic"}, False),  # no F16C: LLVM would call a helper numba cannot resolve (a crash)
+    ({"NUMBA_CPU_NAME": "sandybridge", "NUMBA_CPU_FEATURES": "+avx,+sse4.2,+popcnt"}, False),
+    ({"NUMBA_CPU_NAME": "sandybridge", "NUMBA_CPU_FEATURES": "+avx,+sse4.2,+popcnt,+f16c"}, True),
+])
+def test_the_float16_conversion_follows_the_cpu_numba_compiles_for(tmp_path, env, hardware):
+    """Compiling for a CPU without F16C falls back to the integer conversion instead of crashing, and
+    converts exactly (numba's cache for that CPU goes to tmp_path)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-64 CPU names")
+    code = ("import numpy as np; from clipcov_cli.select.clipcov import lazy_kernel as K; "
+            "bits = np.arange(0x7C00, dtype=np.uint16).reshape(-1, 512); out = np.empty(512, np.float32); "
+            "ok = all(K.load_row(bits, j, out, out.view(np.uint32)) is None and "
+            "np.array_equal(out, bits[j].view(np.float16).astype(np.float32)) for j in range(len(bits))); "
+            "print(K.load_row is K._load_row_hw, ok)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **env, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [str(hardware), "True"]
 
 
 def _quantize(X: np.ndarray, inv: float) -> np.ndarray:

@@ -33,7 +33,7 @@ def numbers_to_numpy(column, dtype) -> np.ndarray:
 def numbers_to_arrow(values: np.ndarray) -> pa.Array:
     """A 1-D numeric numpy array as an Arrow array sharing its buffer (``pa.array`` imports pandas)."""
     values = np.ascontiguousarray(values)
-    if values.dtype.kind not in "iuf" or values.ndim != 1 or values.dtype.byteorder == ">":
+    if values.dtype.kind not in "iuf" or values.ndim != 1 or not values.dtype.isnative:
         return pa.array(values)
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
@@ -49,11 +49,11 @@ def keys_to_arrow(keys: np.ndarray) -> pa.Array:
     if codes.max() >= 128:
         return pa.array(keys.tolist(), pa.string())
     lengths = np.char.str_len(keys)
-    data = codes[np.arange(width) < lengths[:, None]].astype(np.uint8)  # row by row: each key's characters
     offsets = np.zeros(len(keys) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     if offsets[-1] >= 2**31:  # beyond a string array's 32-bit offsets
         return pa.array(keys.tolist(), pa.string())
+    data = codes[np.arange(width) < lengths[:, None]].astype(np.uint8)  # row by row: each key's characters
     return pa.Array.from_buffers(pa.string(), len(keys), [None, pa.py_buffer(offsets.astype(np.int32)),
                                                           pa.py_buffer(data)])
 

@@ -127,11 +127,36 @@ def _load_row_hw(U, j, out, out_bits):
         out[q] = _half_to_float(U[j, q])
 
 
+def hardware_conversion_supported() -> bool:
+    """Whether numba compiles ``fpext half`` to an instruction for the CPU it targets. Where it does not,
+    LLVM emits a call to a runtime helper (``__extendhfsf2``) that numba's JIT cannot resolve: the call
+    would crash the process, not raise. x86-64: only with F16C, read from ``NUMBA_CPU_FEATURES`` when
+    numba is told to compile for another CPU (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``; a CPU name
+    alone counts as no), else from the host CPU's features; aarch64 always converts natively; other
+    machines: no."""
+    import platform
+
+    from numba.core import config
+
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return True
+    if machine not in ("x86_64", "amd64"):
+        return False
+    if config.CPU_NAME or config.CPU_FEATURES:
+        return "+f16c" in (config.CPU_FEATURES or "").split(",")
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("f16c", False))
+
+
 def _pick_load_row():
-    """The hardware conversion if this numba/LLVM compiles it for this CPU and it converts every finite
-    float16 bit pattern exactly as the integer version does, else the integer version. Either gives the
-    same values (rows with inf or NaN never reach them: the scan excludes them), so no result depends on
-    the choice."""
+    """The hardware conversion where it is supported (``hardware_conversion_supported``) and it converts
+    every finite float16 bit pattern exactly as the integer version does, else the integer version.
+    Either gives the same values (rows with inf or NaN never reach them: the scan excludes them), so no
+    result depends on the choice."""
+    if not hardware_conversion_supported():
+        return _load_row_int
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).reshape(128, 512)
     want = np.empty(bits.shape, np.float32)
     got = np.empty(bits.shape, np.float32)

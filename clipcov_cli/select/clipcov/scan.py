@@ -234,13 +234,13 @@ class GroupedRows:
             gather_parts(self.parts, rows, populate=True, out=(U, W))  # scan: parts are mapped
             return U, W
         n, row = len(self.order), self.d * 2
+        if keep is None or keep.all():  # the block, one contiguous read per modality
+            _pread_into(self.path, s * row, U)
+            _pread_into(self.path, (n + s) * row, W)
+            return U, W
         for out, base in ((U, s), (W, n + s)):
-            if keep is None or keep.all():  # the block, one contiguous read per modality
-                _pread_into(self.path, base * row, out)
-            else:
-                whole = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=base * row)
-                out[:] = whole.reshape(e - s, self.d)[keep]
-            _drop_cached(self.path, base * row, (e - s) * row)
+            whole = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=base * row)
+            out[:] = whole.reshape(e - s, self.d)[keep]
         return U, W
 
     def cleanup(self) -> None:
@@ -272,8 +272,11 @@ class _Sink:
             for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(dest)]):
                 os.pwrite(self.fd, U[a:b].tobytes(), int(dest[a]) * row)
                 os.pwrite(self.fd, W[a:b].tobytes(), (self.n + int(dest[a])) * row)
-        except OSError as exc:  # the space went to something else since the check
-            raise (out_of_space(exc, self.tmp.name, "the class-major copy of the embeddings") or exc) from exc
+        except OSError as exc:  # e.g. the space went to something else since the check
+            err = out_of_space(exc, self.tmp.name, "the class-major copy of the embeddings")
+            if err is None:
+                raise
+            raise err from exc
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -367,6 +370,11 @@ class PartsScan:
                 results = _run(self._work, list(_chunks_of(self.parts)), self.workers)
             else:
                 results = [future.result() for future in self._futures]
+        except BaseException:
+            self.cancel()
+            if self._sink is not None:  # a partial copy: removed now, not when collected
+                self._sink.tmp.cleanup()
+            raise
         finally:
             self.cancel()
             self._dest = self._buffers = None  # the read buffers and positions are not needed any more
@@ -449,18 +457,6 @@ class RowBuffers:
             cap = min(self.max_rows, max(rows, 2 * have))
             pair = self._local.pair = (np.empty((cap, d), np.uint16), np.empty((cap, d), np.uint16))
         return pair[0][:rows], pair[1][:rows]
-
-
-def _drop_cached(path: str, offset: int, nbytes: int) -> None:
-    """Let the page cache drop a class' block of the copy once its unit has read it (a re-run reads it
-    again from disk): the copy is larger than the memory left, and the blocks not read yet should be
-    the ones that stay cached. Also leaves less to drop when the file is removed. Linux; a hint only."""
-    if hasattr(os, "posix_fadvise") and nbytes > 0:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def _pread_into(path: str, offset: int, out: np.ndarray) -> None:

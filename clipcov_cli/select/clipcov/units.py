@@ -84,8 +84,8 @@ class ClassResult:
 
 @njit(cache=True, nogil=True)
 def _row_terms(U, W, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
-    """Per row (float16 bits), in float64 and a fixed order (the same result on every engine):
-    e = <v, t>, c = <v, out_t> + <t, out_v>, and (mean identity) r = <t, mu_v> + <v, mu_t>."""
+    """Per row (float16 bits, converted by ``load_row``), in float64 and a fixed order (the same result
+    on every engine): e = <v, t>, c = <v, out_t> + <t, out_v>, and (mean identity) r = <t, mu_v> + <v, mu_t>."""
     d = U.shape[1]
     rv, rvb = scratch_row(d)
     rt, rtb = scratch_row(d)
