@@ -131,9 +131,8 @@ def hardware_conversion_supported() -> bool:
     """Whether numba compiles ``fpext half`` to an instruction for the CPU it targets. Where it does not,
     LLVM emits a call to a runtime helper (``__extendhfsf2``) that numba's JIT cannot resolve: the call
     would crash the process, not raise. x86-64: only with F16C, read from ``NUMBA_CPU_FEATURES`` when
-    numba is told to compile for another CPU (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``; a CPU name
-    alone counts as no), else from the host CPU's features; aarch64 always converts natively; other
-    machines: no."""
+    it is set, else from the host CPU's features unless ``NUMBA_CPU_NAME`` names another CPU (then no:
+    its features are not known here); aarch64 always converts natively; other machines: no."""
     import platform
 
     from numba.core import config
@@ -143,8 +142,10 @@ def hardware_conversion_supported() -> bool:
         return True
     if machine not in ("x86_64", "amd64"):
         return False
-    if config.CPU_NAME or config.CPU_FEATURES:
-        return "+f16c" in (config.CPU_FEATURES or "").split(",")
+    if config.CPU_FEATURES:
+        return "+f16c" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return False
     from llvmlite import binding
 
     return bool(binding.get_host_cpu_features().get("f16c", False))
