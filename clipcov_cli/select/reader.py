@@ -187,8 +187,9 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
     keeps alive while the returned arrays are in use (a temporary concatenation or grouped copy).
 
     ``group_by_label`` (ClipCov): when labels are present, nothing is concatenated; one pass over the
-    parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and copies the rows into
-    class-major order, handed to the method as ``EmbeddingSet.prepared``. It starts before the
+    parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and gives the class-major
+    order of the rows (copying them into it, in a temporary file, only for a corpus larger than half
+    the available memory), handed to the method as ``EmbeddingSet.prepared``. It starts before the
     metadata and labels are read, which it does not need unless it makes the class-major copy.
     ``map_parts``: the pass may read the parts through memory maps (False when the units run
     elsewhere, as Ray tasks, and read the parts themselves)."""
