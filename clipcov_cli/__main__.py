@@ -1,4 +1,4 @@
-from clipcov_cli.cli import main
+from clipcov_cli.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

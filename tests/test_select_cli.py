@@ -134,3 +134,35 @@ def test_a_full_disk_is_a_one_line_error(emb_dir, tmp_path, patch, msg):
     assert r.returncode == 2, r.stderr
     assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("clipcov-select-*"))
+
+
+def _select_with_copy(emb_dir, tmp_path, out, patch: str = "") -> subprocess.CompletedProcess:
+    """`clipcov select` (the executable's entry) with the class-major copy forced, TMPDIR=tmp_path."""
+    code = ("import sys; from clipcov_cli.select.clipcov import scan; scan.GROUP_WHEN_OVER = 0.0; " + patch +
+            "from clipcov_cli.cli import entry; sys.argv = ['clipcov'] + sys.argv[1:]; entry()")
+    return subprocess.run([sys.executable, "-c", code, "select", str(emb_dir), "--budget", "10%", "--out", str(out),
+                           "--print-keys"], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "TMPDIR": str(tmp_path), "CLIPCOV_SELECT_PROFILE": "1"})
+
+
+def test_the_class_major_copy_is_removed_while_the_output_is_written(emb_dir, tmp_path):
+    plain = clipcov("select", emb_dir, "--budget", "10%", "--out", tmp_path / "plain", "--print-keys")
+    # the copy must still be there when the method returns, and gone once the command ends
+    seen = tmp_path / "seen.txt"
+    patch = ("import glob, os; from clipcov_cli.select.methods import clipcov as m; _s = m.ClipCovSelector.select; "
+             f"m.ClipCovSelector.select = lambda self, *a, **k: (_s(self, *a, **k), open({str(seen)!r}, 'w').write("
+             f"str(len(glob.glob(os.path.join({str(tmp_path)!r}, 'clipcov-select-*', 'grouped.u16'))))))[0]; ")
+    r = _select_with_copy(emb_dir, tmp_path, tmp_path / "copied", patch)
+    assert r.returncode == 0 and plain.returncode == 0, r.stderr + plain.stderr
+    assert seen.read_text() == "1"
+    assert r.stdout == plain.stdout and len(r.stdout.splitlines()) == 40
+    assert "temporary files and maps dropped" in r.stderr
+    assert not list(tmp_path.glob("clipcov-select-*"))
+
+
+def test_the_copy_is_removed_when_writing_the_output_fails(emb_dir, tmp_path):
+    patch = ("from clipcov_cli.select import runner; from clipcov_cli.errors import ClipcovError; "
+             "runner.write_subset = lambda *a: (_ for _ in ()).throw(ClipcovError('cannot write the output')); ")
+    r = _select_with_copy(emb_dir, tmp_path, tmp_path / "o", patch)
+    assert r.returncode == 2 and "cannot write the output" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("clipcov-select-*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
                              ray_address=cfg.ray_address)
     workers = worker_count(cfg.workers)
     keep_alive: list = []
+    release = _Release(keep_alive)
     if not cfg.dry_run:
         selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
@@ -79,6 +81,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         if cfg.dry_run:
             return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names), None)
         sel = selector.select(emb, budget)
+        release.start()  # the rows are not read again: their copy goes while the output is written
         _verify(emb, sel, budget)
         before, after = class_histograms(emb, sel)
         manifest = {
@@ -99,9 +102,40 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
         return SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
     finally:
-        for tmp in keep_alive:
-            tmp.cleanup()
+        release.finish()
         profile(f"temporary files and maps dropped {time.time() - t0:.2f} s")
+
+
+class _Release:
+    """Removes the reader's temporary files and maps (``cleanup()`` of each), in a background thread
+    once the method is done with the rows: deleting a class-major copy of tens of GB takes seconds
+    (the file system frees, and may discard, every block), which then overlap writing the output."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="clipcov-release", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self.items:
+                item.cleanup()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by finish(), in the caller's thread
+            self.error = exc
+
+    def finish(self) -> None:
+        """Wait for the release (or run it here if it was not started); re-raise its error."""
+        if self.thread is None:
+            self._run()
+        else:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:

@@ -1,0 +1,56 @@
+"""The ``clipcov`` executable's exit (``cli.entry``): the interpreter's teardown is skipped, nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run_entry(setup: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``cli.entry`` in a fresh interpreter after ``setup`` (Python code), with ``args``."""
+    code = textwrap.dedent(setup) + textwrap.dedent(f"""
+        from clipcov_cli.cli import entry
+        sys.argv = ["clipcov"] + {list(args)!r}
+        entry()
+        raise SystemExit(99)  # not reached: entry ends the process
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_exit_runs_threads_atexit_and_flushes(tmp_path):
+    marker = tmp_path / "thread-finished"
+    r = run_entry(f"""
+        import atexit, sys, threading, time
+        atexit.register(lambda: print("atexit ran", file=sys.stderr))
+        def late():  # a non-daemon thread still running when the command returns
+            time.sleep(0.5)
+            open({str(marker)!r}, "w").close()
+        threading.Thread(target=late).start()
+        sys.stdout.write("x" * 200_000 + "\\n")  # buffered (stdout is a pipe): lost unless flushed
+    """, "--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "x" * 200_000 + "\nclipcov " + r.stdout.rsplit("clipcov ", 1)[1]
+    assert r.stdout.endswith("\n") and "atexit ran" in r.stderr
+    assert marker.exists()
+
+
+def test_exit_keeps_the_error_status(tmp_path):
+    r = run_entry("import sys", "select", str(tmp_path / "missing"), "--budget", "1", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_failed_last_flush_is_not_success():
+    # stdout breaks after the command (a reader that went away): Python's own exit reports 120
+    r = run_entry("""
+        import atexit, io, sys
+        class Closing(io.StringIO):
+            broken = False
+            def flush(self):
+                if self.broken:
+                    raise BrokenPipeError(32, "Broken pipe")
+        sys.stdout = Closing()
+        atexit.register(lambda: setattr(sys.stdout, "broken", True))
+    """, "--version")
+    assert r.returncode == 120, (r.returncode, r.stderr)
