@@ -332,3 +332,71 @@ def test_merge_of_sequences_out_of_order_falls_back_to_the_heap(monkeypatch):
     assert calls == [1]
     for name in ("cls", "local", "index", "gain"):
         assert getattr(runs[0], name).tolist() == getattr(runs[1], name).tolist()
+
+
+def _copy_folder(tmp_path):
+    from tests.select_helpers import write_embeddings_folder
+
+    V, T, labels, _ = clustered(300, 8, 4, seed=6, spread=1.0)
+    keys = np.array([f"{i:09d}" for i in range(300)])
+    return write_embeddings_folder(tmp_path / "e", V.astype(np.float16), T.astype(np.float16), keys, labels,
+                                   np.zeros(300), parts=3)
+
+
+def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
+    """The class-major copy needs the labels only: its pass runs while the keys are read and checked."""
+    import tempfile
+
+    from clipcov_cli.select import reader
+    from clipcov_cli.select.clipcov import scan
+
+    root = _copy_folder(tmp_path)
+    keep: list = []
+    direct, _ = reader.open_embeddings(root, keep, group_by_label=True, workers=2)
+    for item in keep:
+        item.cleanup()
+    copies_seen = []
+    real = reader.keys_to_numpy
+
+    def spy(column):  # called once per part, when its keys are read
+        copies_seen.append(len(list((tmp_path / "t").glob("clipcov-select-*/grouped.u16"))))
+        return real(column)
+
+    (tmp_path / "t").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    monkeypatch.setattr(scan, "GROUP_WHEN_OVER", 0.0)
+    monkeypatch.setattr(reader, "keys_to_numpy", spy)
+    keep = []
+    copied, _ = reader.open_embeddings(root, keep, group_by_label=True, workers=2)
+    try:
+        assert copies_seen == [1, 1, 1]
+        g, h = copied.prepared, direct.prepared
+        assert g.path is not None and h.path is None
+        assert np.array_equal(copied.keys, direct.keys) and np.array_equal(g.order, h.order)
+        for k in range(4):
+            assert all(np.array_equal(a, b) for a, b in zip(g.block(k), h.block(k)))
+    finally:
+        for item in keep:
+            item.cleanup()
+    assert not list((tmp_path / "t").iterdir())
+
+
+def test_a_key_mismatch_found_while_copying_removes_the_copy(tmp_path, monkeypatch):
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from clipcov_cli.errors import ClipcovError
+    from clipcov_cli.select import reader
+    from clipcov_cli.select.clipcov import scan
+
+    root = _copy_folder(tmp_path)
+    path = root / "metadata" / "metadata_00002.parquet"
+    t = pq.read_table(path)
+    pq.write_table(t.set_column(0, "key", [[f"x{i}" for i in range(t.num_rows)]]), path)
+    (tmp_path / "t").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    monkeypatch.setattr(scan, "GROUP_WHEN_OVER", 0.0)
+    with pytest.raises(ClipcovError, match="labels/ rows do not match metadata/ keys"):
+        reader.open_embeddings(root, [], group_by_label=True, workers=2)
+    assert not list((tmp_path / "t").iterdir())

@@ -190,7 +190,8 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
     parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and gives the class-major
     order of the rows (copying them into it, in a temporary file, only for a corpus larger than half
     the available memory), handed to the method as ``EmbeddingSet.prepared``. It starts before the
-    metadata and labels are read, which it does not need unless it makes the class-major copy.
+    metadata and labels are read; the copy needs the labels, so it starts once they are read, while
+    the keys are read and checked.
     ``map_parts``: the pass may read the parts through memory maps (False when the units run
     elsewhere, as Ray tasks, and read the parts themselves)."""
     root = resolve_embeddings_dir(path)
@@ -209,7 +210,10 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
                            NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"), int(firsts[i]))
                           for i, p in enumerate(parts)], workers=workers, copy=class_copy, map_parts=map_parts).start()
     try:
-        all_keys, labels, sims = _read_tables(root, parts, imgs)
+        # the copy needs the labels: its pass starts with them, while the keys are read
+        start_copy = (lambda labels: scan.start(labels, int(labels.max()) + 1 if len(labels) else 1)) \
+            if scan is not None and scan.copy else None
+        all_keys, labels, sims = _read_tables(root, parts, imgs, start_copy)
         _check_unique(all_keys)
         has_labels = labels is not None
         prepared = None
@@ -250,33 +254,44 @@ def _open_arrays(root: Path, parts: list[str]) -> tuple[list, list]:
     return imgs, txts
 
 
-def _read_tables(root: Path, parts: list[str], imgs: list) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Keys (metadata/), and pseudo-labels and label similarities (labels/) if every part has them."""
-    keys, labels, sims = [], [], []
-    has_labels = (root / "labels").is_dir()
+def _read_tables(root: Path, parts: list[str], imgs: list,
+                 on_labels=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Keys (metadata/), and pseudo-labels and label similarities (labels/) if every part has them.
+    The labels are read first and handed to ``on_labels`` (if given) before the keys are read."""
+    metas = []
     for part, img in zip(parts, imgs):
         mpath = root / "metadata" / f"metadata_{part}.parquet"
         if not mpath.exists():
             raise ClipcovError(f"missing metadata/metadata_{part}.parquet: the embeddings folder is incomplete")
         mfile = pq.ParquetFile(mpath)  # ParquetFile rather than read_table: no pyarrow.dataset (nor pandas) import
-        cols = mfile.schema_arrow.names
-        key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
-        n_meta = mfile.metadata.num_rows
-        if img.shape[0] != n_meta:
-            raise ClipcovError(f"part {part}: row counts differ (image and text {img.shape[0]}, metadata {n_meta})")
-        kcol = mfile.read(columns=[key_col])[key_col] if key_col else None
-        k = keys_to_numpy(kcol) if key_col else np.array([f"{part}:{i}" for i in range(n_meta)])
-        keys.append(k)
-        lpath = root / "labels" / f"labels_{part}.parquet"
-        if has_labels and lpath.exists():
+        if img.shape[0] != mfile.metadata.num_rows:
+            raise ClipcovError(f"part {part}: row counts differ (image and text {img.shape[0]}, "
+                               f"metadata {mfile.metadata.num_rows})")
+        metas.append(mfile)
+    lpaths = [root / "labels" / f"labels_{part}.parquet" for part in parts]
+    has_labels = (root / "labels").is_dir() and all(p.exists() for p in lpaths)
+    tables = []
+    if has_labels:
+        for part, mfile, lpath in zip(parts, metas, lpaths):
             lt = pq.ParquetFile(lpath).read(columns=["key", "pseudo_label", "label_sim"])
-            if lt.num_rows != n_meta or not _same_keys(lt["key"], kcol, k):
+            if lt.num_rows != mfile.metadata.num_rows:
                 raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; "
                                    "re-run `clipcov embed --relabel`")
-            labels.append(numbers_to_numpy(lt["pseudo_label"], np.int64))
-            sims.append(numbers_to_numpy(lt["label_sim"], np.float32))
-        else:
-            has_labels = False
+            tables.append(lt)
+        labels = np.concatenate([numbers_to_numpy(lt["pseudo_label"], np.int64) for lt in tables])
+        sims = np.concatenate([numbers_to_numpy(lt["label_sim"], np.float32) for lt in tables])
+        if on_labels is not None:
+            on_labels(labels)
+    keys = []
+    for i, (part, mfile) in enumerate(zip(parts, metas)):
+        cols = mfile.schema_arrow.names
+        key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
+        kcol = mfile.read(columns=[key_col])[key_col] if key_col else None
+        k = keys_to_numpy(kcol) if key_col else np.array([f"{part}:{j}" for j in range(mfile.metadata.num_rows)])
+        if has_labels and not _same_keys(tables[i]["key"], kcol, k):
+            raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; "
+                               "re-run `clipcov embed --relabel`")
+        keys.append(k)
     if not has_labels:
         return np.concatenate(keys), None, None
-    return np.concatenate(keys), np.concatenate(labels), np.concatenate(sims)
+    return np.concatenate(keys), labels, sims

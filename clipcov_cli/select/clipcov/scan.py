@@ -330,7 +330,8 @@ class PartsScan:
     ``start`` runs the flags and sums on a thread pool in the background (they need no labels), while
     the caller reads the labels; ``finish(labels, num_classes)`` waits for it and adds the class-major
     order. ``copy``: make the class-major copy (default: when the corpus is large against the
-    available memory); it needs the labels, so then the pass runs in ``finish``. Without the copy,
+    available memory); it needs the labels, so then the pass starts when they are given
+    (``start(labels, num_classes)``, while the caller reads the keys, or ``finish``). Without the copy,
     float16 parts that fit in memory are read through the memory maps the units gather from
     (populated once, nothing copied); otherwise chunks are read into each thread's reused buffers."""
 
@@ -347,29 +348,38 @@ class PartsScan:
         self.valid = np.empty(self.n, bool)
         self._buffers = RowBuffers(CHUNK_ROWS)
         self._sink: _Sink | None = None
-        self._dest: np.ndarray | None = None
+        self._dest: np.ndarray | None = None  # class-major position of each row, and class starts
+        self._starts: np.ndarray | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list = []
 
-    def start(self) -> "PartsScan":
-        """Run the pass in the background (not when making the copy: it needs the labels)."""
-        if not self.copy and self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clipcov-scan")
+    def start(self, labels: np.ndarray | None = None, num_classes: int | None = None) -> "PartsScan":
+        """Run the pass in the background. The copy needs the labels: without them it waits for them
+        (a later ``start(labels, num_classes)``, or ``finish``)."""
+        if self._pool is not None:
+            return self
+        if self.copy:
+            if labels is None:
+                return self
+            self._dest, self._starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
+            self._sink = _Sink(self.n, self.d, self.tmpdir)
+            items = list(_chunks_of(self.parts))
+        else:
             items = ([("map", pi) for pair in self.parts for pi in pair[:2]] if self.mapped else []) + \
                 list(_chunks_of(self.parts))
-            self._futures = [self._pool.submit(self._work, item) for item in items]
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clipcov-scan")
+        self._futures = [self._pool.submit(self._work, item) for item in items]
         return self
 
     def finish(self, labels: np.ndarray, num_classes: int) -> GroupedRows:
-        labels = np.asarray(labels, np.int64)
-        dest, starts = _class_positions(labels, int(num_classes))
+        """Wait for the pass (started now if it was waiting for the labels) and add the class-major
+        order; ``labels`` are the ones given to ``start``, if any."""
         try:
-            if self._pool is None:
-                self._dest = dest
-                self._sink = _Sink(self.n, self.d, self.tmpdir) if self.copy else None
-                results = _run(self._work, list(_chunks_of(self.parts)), self.workers)
-            else:
-                results = [future.result() for future in self._futures]
+            self.start(labels, num_classes)
+            if self._dest is None:
+                self._dest, self._starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
+            dest, starts = self._dest, self._starts
+            results = [future.result() for future in self._futures]
         except BaseException:
             self.cancel()
             if self._sink is not None:  # a partial copy: removed now, not when collected
@@ -377,7 +387,7 @@ class PartsScan:
             raise
         finally:
             self.cancel()
-            self._dest = self._buffers = None  # the read buffers and positions are not needed any more
+            self._dest = self._starts = self._buffers = None  # not needed any more (the read buffers, positions)
         return _finish([r for r in results if r is not None], dest, starts, self.valid, self.d, self.parts,
                        self._sink)
 
@@ -390,8 +400,11 @@ class PartsScan:
             self._sink.close()
 
     def abort(self) -> None:
-        """Stop the pass and drop the memory maps it made (an error, or the pass is not needed)."""
+        """Stop the pass and drop what it made: memory maps, a partial copy (an error, or the pass is
+        not needed)."""
         self.cancel()
+        if self._sink is not None:
+            self._sink.tmp.cleanup()
         if self.mapped:
             close_maps()
 
