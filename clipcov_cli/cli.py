@@ -107,18 +107,24 @@ def _fast_exit(code: int) -> None:
     logging), the standard streams are flushed. Skipped: the release of every module and object and
     the native libraries' destructors, 0.2-0.6 s once torch is loaded, and seconds after a large
     corpus has pushed their code out of the page cache (read back from disk only to be torn down).
-    Without CPython's hooks for the first two steps, the process exits normally."""
+    The process exits normally without CPython's hooks for the first two steps, or under a profiler
+    or tracer (they report at the interpreter's exit)."""
     import threading
 
     shutdown_threads = getattr(threading, "_shutdown", None)
     run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
-    if shutdown_threads is None or run_exit_functions is None:
+    if shutdown_threads is None or run_exit_functions is None or sys.getprofile() or sys.gettrace():
         sys.exit(code)
-    shutdown_threads()
-    run_exit_functions()
+    try:
+        shutdown_threads()
+        run_exit_functions()
+    except KeyboardInterrupt:
+        os._exit(130)
     for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):  # e.g. started with `1>&-`: nothing to flush
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: as Python's exit does
+        except Exception:  # noqa: BLE001 - e.g. a reader gone (`| head`): as Python's exit, status 120
             code = code or 120
     os._exit(code)

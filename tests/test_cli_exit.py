@@ -54,3 +54,18 @@ def test_a_failed_last_flush_is_not_success():
         atexit.register(lambda: setattr(sys.stdout, "broken", True))
     """, "--version")
     assert r.returncode == 120, (r.returncode, r.stderr)
+
+
+def test_a_closed_stdout_is_skipped(tmp_path):
+    # started with `1>&-`, Python has no sys.stdout: nothing to flush, the command's own status stands
+    r = run_entry("import sys; sys.stdout = None", "select", str(tmp_path / "missing"), "--budget", "1",
+                  "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_under_a_profiler_the_interpreter_exits_normally(tmp_path):
+    out = tmp_path / "profile.out"
+    r = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "clipcov_cli", "--version"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("clipcov "), r.stderr
+    assert out.stat().st_size > 0  # cProfile writes it after the program returns

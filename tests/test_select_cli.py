@@ -166,3 +166,36 @@ def test_the_copy_is_removed_when_writing_the_output_fails(emb_dir, tmp_path):
     r = _select_with_copy(emb_dir, tmp_path, tmp_path / "o", patch)
     assert r.returncode == 2 and "cannot write the output" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("clipcov-select-*"))
+
+
+@pytest.fixture(scope="module")
+def many_parts(tmp_path_factory):
+    V, T, labels, Z = clustered(600, 16, 5, seed=2, spread=1.0)
+    keys = np.array([f"{i:09d}" for i in range(600)])
+    sim = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels])
+    return write_embeddings_folder(tmp_path_factory.mktemp("m") / "embeddings", V.astype(np.float16),
+                                   T.astype(np.float16), keys, labels, sim, parts=60)
+
+
+def _with_open_files(soft: int, hard: int):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("method", ["clipcov", "random"])
+def test_many_parts_raise_the_open_file_limit(many_parts, tmp_path, method):
+    # 60 parts, each memory-mapped (twice for ClipCov's pass): more than a soft limit of 100 allows
+    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "select", str(many_parts), "--budget", "10%",
+                        "--method", method, "--out", str(tmp_path / "o"), "--print-keys"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=_with_open_files(100, 4096))
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 60
+
+
+def test_a_hard_open_file_limit_too_low_is_a_one_line_error(many_parts, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "select", str(many_parts), "--budget", "10%",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
+                       preexec_fn=_with_open_files(100, 100))
+    assert r.returncode == 2 and "open files" in r.stderr and "ulimit -n" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -378,6 +378,7 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
     finally:
         for item in keep:
             item.cleanup()
+        scan.close_maps()  # the direct read's blocks mapped the parts again
     assert not list((tmp_path / "t").iterdir())
 
 

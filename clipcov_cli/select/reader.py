@@ -21,6 +21,7 @@ from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet
 from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy, numbers_to_numpy
 from clipcov_cli.utils.disk import require_free_space
+from clipcov_cli.utils.limits import ensure_open_files
 
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
 _PART = re.compile(r"^img_emb_(.+)\.npy$")
@@ -200,6 +201,8 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
         raise ClipcovError(f"{root} is incomplete ({len(meta.get('parts_done', []))} of "
                            f"{len(meta.get('parts', []))} parts): re-run `clipcov embed` to finish it")
     parts = list_parts(root)
+    # each part: an image and a text map, mapped again by the scan; plus the library's own files
+    ensure_open_files(4 * len(parts) + 256, f"the {len(parts)} parts of {root}")
     imgs, txts = _open_arrays(root, parts)
     scan = None
     if group_by_label and (root / "labels").is_dir():
@@ -258,37 +261,40 @@ def _read_tables(root: Path, parts: list[str], imgs: list,
                  on_labels=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Keys (metadata/), and pseudo-labels and label similarities (labels/) if every part has them.
     The labels are read first and handed to ``on_labels`` (if given) before the keys are read."""
-    metas = []
+    rows = []  # each part's metadata row count (files are reopened below: one open at a time)
     for part, img in zip(parts, imgs):
         mpath = root / "metadata" / f"metadata_{part}.parquet"
         if not mpath.exists():
             raise ClipcovError(f"missing metadata/metadata_{part}.parquet: the embeddings folder is incomplete")
-        mfile = pq.ParquetFile(mpath)  # ParquetFile rather than read_table: no pyarrow.dataset (nor pandas) import
-        if img.shape[0] != mfile.metadata.num_rows:
-            raise ClipcovError(f"part {part}: row counts differ (image and text {img.shape[0]}, "
-                               f"metadata {mfile.metadata.num_rows})")
-        metas.append(mfile)
+        with pq.ParquetFile(mpath) as mfile:  # not read_table: no pyarrow.dataset (nor pandas) import
+            n_meta = mfile.metadata.num_rows
+        if img.shape[0] != n_meta:
+            raise ClipcovError(f"part {part}: row counts differ (image and text {img.shape[0]}, metadata {n_meta})")
+        rows.append(n_meta)
     lpaths = [root / "labels" / f"labels_{part}.parquet" for part in parts]
     has_labels = (root / "labels").is_dir() and all(p.exists() for p in lpaths)
-    tables = []
+    label_keys, labels, sims = [], [], []
     if has_labels:
-        for part, mfile, lpath in zip(parts, metas, lpaths):
-            lt = pq.ParquetFile(lpath).read(columns=["key", "pseudo_label", "label_sim"])
-            if lt.num_rows != mfile.metadata.num_rows:
+        for part, n_meta, lpath in zip(parts, rows, lpaths):
+            with pq.ParquetFile(lpath) as lfile:
+                lt = lfile.read(columns=["key", "pseudo_label", "label_sim"])
+            if lt.num_rows != n_meta:
                 raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; "
                                    "re-run `clipcov embed --relabel`")
-            tables.append(lt)
-        labels = np.concatenate([numbers_to_numpy(lt["pseudo_label"], np.int64) for lt in tables])
-        sims = np.concatenate([numbers_to_numpy(lt["label_sim"], np.float32) for lt in tables])
+            label_keys.append(lt["key"])
+            labels.append(numbers_to_numpy(lt["pseudo_label"], np.int64))
+            sims.append(numbers_to_numpy(lt["label_sim"], np.float32))
+        labels, sims = np.concatenate(labels), np.concatenate(sims)
         if on_labels is not None:
             on_labels(labels)
     keys = []
-    for i, (part, mfile) in enumerate(zip(parts, metas)):
-        cols = mfile.schema_arrow.names
-        key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
-        kcol = mfile.read(columns=[key_col])[key_col] if key_col else None
-        k = keys_to_numpy(kcol) if key_col else np.array([f"{part}:{j}" for j in range(mfile.metadata.num_rows)])
-        if has_labels and not _same_keys(tables[i]["key"], kcol, k):
+    for i, (part, n_meta) in enumerate(zip(parts, rows)):
+        with pq.ParquetFile(root / "metadata" / f"metadata_{part}.parquet") as mfile:
+            cols = mfile.schema_arrow.names
+            key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
+            kcol = mfile.read(columns=[key_col])[key_col] if key_col else None
+        k = keys_to_numpy(kcol) if key_col else np.array([f"{part}:{j}" for j in range(n_meta)])
+        if has_labels and not _same_keys(label_keys[i], kcol, k):
             raise ClipcovError(f"part {part}: labels/ rows do not match metadata/ keys; "
                                "re-run `clipcov embed --relabel`")
         keys.append(k)

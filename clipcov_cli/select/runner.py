@@ -66,6 +66,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     workers = worker_count(cfg.workers)
     keep_alive: list = []
     release = _Release(keep_alive)
+    failed = True  # until the command's result is ready: then a failed release is the error to report
     if not cfg.dry_run:
         selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
@@ -79,6 +80,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
                                f"`clipcov embed --relabel {info.root}` to add pseudo-labels, or use a baseline --method")
         budget = budget_spec.resolve(emb.n_valid)
         if cfg.dry_run:
+            failed = False
             return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names), None)
         sel = selector.select(emb, budget)
         release.start()  # the rows are not read again: their copy goes while the output is written
@@ -100,9 +102,11 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
         profile(f"written {time.time() - t0:.2f} s")
         table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
-        return SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
+        result = SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
+        failed = False
+        return result
     finally:
-        release.finish()
+        release.finish(raise_error=not failed)  # else the error under way is the one to report
         profile(f"temporary files and maps dropped {time.time() - t0:.2f} s")
 
 
@@ -118,7 +122,7 @@ class _Release:
 
     def start(self) -> None:
         if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name="clipcov-release", daemon=True)
+            self.thread = threading.Thread(target=self._run, name="clipcov-release")
             self.thread.start()
 
     def _run(self) -> None:
@@ -128,13 +132,13 @@ class _Release:
         except BaseException as exc:  # noqa: BLE001 - re-raised by finish(), in the caller's thread
             self.error = exc
 
-    def finish(self) -> None:
+    def finish(self, raise_error: bool = True) -> None:
         """Wait for the release (or run it here if it was not started); re-raise its error."""
         if self.thread is None:
             self._run()
         else:
             self.thread.join()
-        if self.error is not None:
+        if self.error is not None and raise_error:
             raise self.error
 
 
