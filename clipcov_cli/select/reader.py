@@ -130,6 +130,11 @@ def _same_keys(label_keys, meta_keys, meta_np: np.ndarray) -> bool:
     return label_keys.to_numpy(zero_copy_only=False).astype(str).tolist() == meta_np.tolist()
 
 
+def _num_classes(labels: np.ndarray) -> int:
+    """The number of classes the pseudo-labels index (at least 1)."""
+    return int(labels.max()) + 1 if len(labels) else 1
+
+
 def _check_unique(keys: np.ndarray) -> None:
     dup = duplicate_keys(keys)
     if len(dup):
@@ -214,14 +219,13 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
                           for i, p in enumerate(parts)], workers=workers, copy=class_copy, map_parts=map_parts).start()
     try:
         # the copy needs the labels: its pass starts with them, while the keys are read
-        start_copy = (lambda labels: scan.start(labels, int(labels.max()) + 1 if len(labels) else 1)) \
-            if scan is not None and scan.copy else None
+        start_copy = (lambda labels: scan.start(labels, _num_classes(labels))) if scan is not None and scan.copy else None
         all_keys, labels, sims = _read_tables(root, parts, imgs, start_copy)
         _check_unique(all_keys)
         has_labels = labels is not None
         prepared = None
         if scan is not None and has_labels:
-            prepared = scan.finish(labels, int(labels.max()) + 1 if len(labels) else 1)
+            prepared = scan.finish(labels, _num_classes(labels))
             tmpdir.append(prepared)  # the caller's cleanup removes its copy and memory maps
             scan = None
     finally:

@@ -381,9 +381,7 @@ class PartsScan:
             dest, starts = self._dest, self._starts
             results = [future.result() for future in self._futures]
         except BaseException:
-            self.cancel()
-            if self._sink is not None:  # a partial copy: removed now, not when collected
-                self._sink.tmp.cleanup()
+            self.abort()  # a partial copy is removed now, not when collected
             raise
         finally:
             self.cancel()
