@@ -120,6 +120,20 @@ def test_embed_ray_resumes_a_local_run_and_reports_worker_errors(ray_cluster, co
 
 
 @pytest.mark.ray
+def test_embed_kmeans_on_ray_equals_local(ray_cluster, corpus, tmp_path):
+    """--classes kmeans: parts embedded on Ray workers, clustered on the driver: the local folder's bytes."""
+    args = [a for a in corpus["args"]]
+    i = args.index("--classes")
+    args[i + 1] = "kmeans:3"
+    assert cli(*args, "--out", tmp_path / "local", "--workers", "1") == 0
+    assert cli(*args, "--out", tmp_path / "ray", "--engine", "ray") == 0
+    local, ray_ = folder_bytes(tmp_path / "local"), folder_bytes(tmp_path / "ray")
+    assert sorted(local) == sorted(ray_) and "labels/centroids.npy" in ray_
+    assert [k for k in local if local[k] != ray_[k]] == []
+    assert json.loads(ray_["clipcov.json"])["grouping"]["kind"] == "kmeans"
+
+
+@pytest.mark.ray
 def test_download_ray_gives_the_same_samples_as_local(ray_cluster, tmp_path):
     from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
 

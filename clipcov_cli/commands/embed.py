@@ -17,6 +17,7 @@ Examples:\n\n
   clipcov embed data/ --model-config my-arch.json --pretrained my-arch.pt\n\n
   clipcov embed data/ --model clipcov-tiny --pretrained tiny.pt --classes names.txt\n\n
   clipcov embed --relabel --classes names.txt data/embeddings/   # labels only\n\n
+  clipcov embed --relabel --classes kmeans:100 data/embeddings/  # k-means pseudo-classes, no vocabulary\n\n
   clipcov embed /shared/cc12m/ --engine ray --ray-address auto --device cuda   # on a Ray cluster\n\n
 Re-running the same command resumes at the first unfinished part; a finished folder is left alone.
 """
@@ -36,7 +37,8 @@ def embed(
     model: Optional[str] = typer.Option(None, help="open_clip architecture, or clipcov-tiny \\[default: ViT-B-32, or the folder's]."),
     pretrained: Optional[str] = typer.Option(None, help="open_clip pretrained tag or local checkpoint path \\[default: openai]."),
     model_config: Optional[Path] = typer.Option(None, "--model-config", help="A custom open_clip architecture (JSON); its file stem names it."),
-    classes: Optional[str] = typer.Option(None, help="Class vocabulary: imagenet1k, or a text file of names, one per line \\[default: imagenet1k]."),
+    classes: Optional[str] = typer.Option(None, help="Class vocabulary: imagenet1k, a text file of names, one per line, or kmeans:K "
+                                          "(K k-means clusters of the image embeddings; kmeans: K = n/1000 in [10, 1000]) \\[default: imagenet1k]."),
     templates: Optional[str] = typer.Option(None, help="Prompt templates: openai (80), or a text file of prompts with {} \\[default: openai]."),
     batch_size: int = typer.Option(256, "--batch-size", help="Samples per model batch."),
     workers: Optional[int] = typer.Option(None, help="Decode worker processes (0: decode in the main process) \\[default: min(4, CPUs)]."),
@@ -48,6 +50,7 @@ def embed(
     engine: str = typer.Option("local", help="local (decode workers + one model here) or ray (one Ray task per shard, same output)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster \\[default: start a local Ray instance]."),
     num_gpus_per_worker: Optional[float] = typer.Option(None, "--num-gpus-per-worker", help="With --engine ray: GPUs per worker, fractions share a GPU \\[default: 1 on cuda, else 0]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="With --classes kmeans: the k-means seed \\[default: 0, or the folder's]."),
 ) -> None:
     """Embed images and captions with a proxy CLIP and pseudo-label them (resumable)."""
     from clipcov_cli.embed import EmbedConfig, run_embed
@@ -60,10 +63,12 @@ def embed(
         model_config=model_config, classes=classes, templates=templates, batch_size=batch_size,
         workers=default_workers() if workers is None else workers, device=device, precision=precision, threads=threads,
         overwrite=overwrite, relabel=relabel, engine=engine, ray_address=ray_address,
-        num_gpus_per_worker=num_gpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker, seed=seed,
     )
     summary = run_embed(cfg, echo=lambda m: err_console.print(m, highlight=False))
     err_console.print(summary_table(summary))
+    if summary.diagnostics is not None and summary.diagnostics.warning:
+        err_console.print(summary.diagnostics.warning, highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

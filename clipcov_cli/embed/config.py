@@ -58,6 +58,7 @@ class EmbedConfig:
     engine: str = "local"  # local: decode workers + one model here; ray: one task per shard on Ray workers
     ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
     num_gpus_per_worker: float | None = None  # Ray: GPUs per worker; None: 1 when the model runs on cuda, else 0
+    seed: int | None = None  # --classes kmeans: the k-means seed; None: the folder's, else 0
 
     def __post_init__(self) -> None:
         from clipcov_cli.distribute import check_engine
@@ -91,9 +92,12 @@ class EmbedConfig:
             precision=self.precision or rec.get("precision") or DEFAULT_PRECISION,
         )
 
-    def vocabulary_args(self, recorded: dict[str, Any] | None = None) -> tuple[str, str]:
-        """``(classes, templates)``: explicit options, else the folder's record, else the built-ins."""
+    def vocabulary_args(self, recorded: dict[str, Any] | None = None) -> tuple[str, str, int]:
+        """``(classes, templates, seed)``: explicit options, else the folder's record, else the built-ins."""
         rec = recorded or {}
         classes = self.classes or (rec.get("classes") or {}).get("name") or BUILTIN_CLASSES
         templates = self.templates or (rec.get("templates") or {}).get("name") or BUILTIN_TEMPLATES
-        return classes, templates
+        if templates == "none":  # a k-means folder's record: no templates were used
+            templates = BUILTIN_TEMPLATES
+        seed = self.seed if self.seed is not None else int((rec.get("grouping") or {}).get("seed") or 0)
+        return classes, templates, seed

@@ -32,12 +32,28 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def vocabulary_record(vocab) -> dict[str, Any]:
+    """The vocabulary's part of ``clipcov.json``. ``grouping`` says how the classes were made:
+    ``{"kind": "vocabulary", "k"}``, or ``{"kind": "kmeans", "k", "seed", ...}`` (K, the inertia and
+    the sample are filled in once the clustering has run; until then ``labels_pending`` is true)."""
+    if vocab.is_kmeans:
+        grouping = {"kind": "kmeans", "k": vocab.kmeans_k or None, "seed": vocab.seed}
+    else:
+        grouping = {"kind": "vocabulary", "k": len(vocab.names)}
     return {
         "classes": {"name": vocab.name, "hash": vocab.names_hash, "count": len(vocab.names), "names": list(vocab.names)},
         "templates": {"name": vocab.templates_name, "hash": vocab.templates_hash, "count": len(vocab.templates),
                       "templates": list(vocab.templates)},
         "vocabulary_hash": vocab.hash,
+        "grouping": grouping,
+        "labels_pending": vocab.is_kmeans,
     }
+
+
+def with_kmeans_labels(manifest: dict[str, Any], grouping: dict[str, Any]) -> dict[str, Any]:
+    """The manifest once the k-means labels are written: K cluster names, the grouping's figures."""
+    k = int(grouping["k"])
+    classes = {**manifest["classes"], "count": k, "names": [f"cluster {c}" for c in range(k)]}
+    return _totals({**manifest, "classes": classes, "grouping": grouping, "labels_pending": False})
 
 
 def model_record(loaded, spec) -> dict[str, Any]:
@@ -69,7 +85,7 @@ def manifest_from_record(model: dict[str, Any], vocab, dataset_dir: Path | None,
         "part_stats": {},
         "rows": 0,
         "skipped": {},
-        "complete": not parts,
+        "complete": not parts and not vocab.is_kmeans,
     }
 
 
@@ -106,7 +122,7 @@ def _totals(manifest: dict[str, Any]) -> dict[str, Any]:
         **manifest,
         "rows": sum(int(s.get("rows", 0)) for s in stats.values()),
         "skipped": dict(sorted(skipped.items())),
-        "complete": set(manifest["parts"]) <= set(manifest["parts_done"]),
+        "complete": set(manifest["parts"]) <= set(manifest["parts_done"]) and not manifest.get("labels_pending"),
     }
 
 

@@ -59,6 +59,7 @@ class ShardUnit:
     shard: Path  # absolute
     out_dir: Path  # absolute
     batch_size: int
+    labels: bool = True  # False with --classes kmeans: the driver labels the parts once all are embedded
 
 
 _MODELS: dict[WorkerSpec, LoadedModel] = {}
@@ -101,7 +102,7 @@ def embed_shard(unit: ShardUnit) -> tuple[str, dict[str, Any], int]:
 
     loaded = worker_model(unit.worker)
     layout = Layout(unit.out_dir)
-    class_emb = np.load(layout.class_emb)
+    class_emb = np.load(layout.class_emb) if unit.labels else None
     buffer = PartBuffer(unit.shard.stem)
     read = 0
     batches = iter_shard_batches(unit.shard, loaded.preprocess, loaded.tokenizer, unit.batch_size)
@@ -143,10 +144,10 @@ def run_embed_ray(cfg: EmbedConfig, layout: Layout, spec: ModelSpec, vocab: Voca
 
             raise ClipcovError("--device cuda with --num-gpus-per-worker 0: Ray would hide the GPUs from the workers")
         worker = WorkerSpec(_portable(spec), threads)
-        reused = reusable_class_emb(layout, vocab, None) if resume else None
-        if reused is None:
+        reused = reusable_class_emb(layout, vocab, None) if resume and not vocab.is_kmeans else None
+        if reused is None and not vocab.is_kmeans:
             echo(f"embedding {len(vocab.names)} class names x {len(vocab.templates)} templates on a Ray worker ...")
-        unit = ProbeUnit(worker, None if reused is not None else vocab, cfg.batch_size)
+        unit = ProbeUnit(worker, None if reused is not None or vocab.is_kmeans else vocab, cfg.batch_size)
         [(_, (model_rec, computed))] = list(dist.imap_unordered(probe, [unit]))
         if reused is not None and reused.shape[1] != model_rec["dim"]:
             reused = None
@@ -154,14 +155,17 @@ def run_embed_ray(cfg: EmbedConfig, layout: Layout, spec: ModelSpec, vocab: Voca
         proposed = mf.manifest_from_record(model_rec, vocab, cfg.dataset_dir, [p.stem for p in shards])
         check_record(layout, record, proposed, cfg)
 
-        def class_emb(_resume: bool) -> np.ndarray:
+        def class_emb(_resume: bool) -> np.ndarray | None:
+            if vocab.is_kmeans:
+                return None  # the k-means labels are made on the driver once every part is embedded
             if reused is not None:
                 return reused
             save_npy(layout.class_emb, computed)
             return computed
 
         def stream(pending: list[Path], _emb: np.ndarray, manifest: dict[str, Any]) -> tuple[dict[str, Any], int]:
-            units = [ShardUnit(worker, p.resolve(), layout.root.resolve(), cfg.batch_size) for p in pending]
+            units = [ShardUnit(worker, p.resolve(), layout.root.resolve(), cfg.batch_size, not vocab.is_kmeans)
+                     for p in pending]
             read = 0
             with embed_progress(expected_total(pending), "embedding") as advance:
                 for _, (part, stats, n) in dist.imap_unordered(embed_shard, units):

@@ -69,23 +69,42 @@ def run_relabel(cfg: EmbedConfig, echo: Callable[[str], None]):
     if not layout.root.is_dir():
         raise ClipcovError(f"embeddings folder {layout.root} does not exist")
     record, parts = _record(layout)
-    spec = cfg.model_spec(record)
     vocab = load_vocabulary(*cfg.vocabulary_args(record if cfg.classes is None else None))
+    start = time.perf_counter()
+    # k-means on a clipcov folder needs no model: the clusters come from the stored image embeddings
+    base = record if vocab.is_kmeans and record is not None else _checked_base(cfg, layout, record, parts, vocab, echo)
+    base = {**base, **mf.vocabulary_record(vocab)}
+    if vocab.is_kmeans:
+        from clipcov_cli.embed.kmeans_labels import kmeans_labels
+
+        grouping = kmeans_labels(layout, parts, vocab.kmeans_k or 0, vocab.seed, echo)
+        manifest = mf.with_kmeans_labels(base, grouping)
+    else:
+        manifest = mf.with_parts(base, parts)
+    mf.write_manifest(layout.manifest, manifest)
+    return EmbedSummary(layout.root, len(parts), 0, manifest["rows"], (record or {}).get("skipped", {}),
+                        seconds=time.perf_counter() - start, relabelled=True)
+
+
+def _checked_base(cfg: EmbedConfig, layout: Layout, record, parts: list[str], vocab,
+                  echo: Callable[[str], None]) -> dict[str, Any]:
+    """Load the model (refusing other weights than the folder's), write the vocabulary's labels
+    (not for k-means: the caller clusters), return the manifest to build on."""
+    spec = cfg.model_spec(record)
     loaded = load_model(spec)
     if record is not None and record.get("weights_sha256") != loaded.weights_fingerprint:
         raise ClipcovError(f"{layout.root} was embedded with weights {record.get('weights_sha256')}, not "
                            f"{loaded.weights_fingerprint}: relabel with the model that made it (--pretrained)")
-    start = time.perf_counter()
-    echo(f"embedding {len(vocab.names)} class names x {len(vocab.templates)} templates ...")
-    with embed_progress(len(vocab.names) * len(vocab.templates), "class text", unit="prompts") as advance:
-        class_emb = class_text_embeddings(loaded, vocab, cfg.batch_size, on_progress=advance)
-    rows = _write_labels(layout, parts, class_emb, loaded.dim)
-    base = record or {**mf.new_manifest(loaded, spec, vocab, None, parts), "source": "clip-retrieval"}
-    if record is None:
-        base = {**base, "parts_done": parts, "complete": True, "rows": rows}
-    mf.write_manifest(layout.manifest, {**base, **mf.vocabulary_record(vocab)})
-    return EmbedSummary(layout.root, len(parts), 0, rows, (record or {}).get("skipped", {}),
-                        seconds=time.perf_counter() - start, relabelled=True)
+    if not vocab.is_kmeans:
+        echo(f"embedding {len(vocab.names)} class names x {len(vocab.templates)} templates ...")
+        with embed_progress(len(vocab.names) * len(vocab.templates), "class text", unit="prompts") as advance:
+            class_emb = class_text_embeddings(loaded, vocab, cfg.batch_size, on_progress=advance)
+        _write_labels(layout, parts, class_emb, loaded.dim)
+    if record is not None:
+        return record
+    stats = {p: {"rows": int(np.load(layout.img(p), mmap_mode="r").shape[0]), "skipped": {}} for p in parts}
+    return {**mf.new_manifest(loaded, spec, vocab, None, parts), "source": "clip-retrieval", "parts_done": parts,
+            "part_stats": stats}
 
 
 def _write_labels(layout: Layout, parts: list[str], class_emb: np.ndarray, dim: int) -> int:

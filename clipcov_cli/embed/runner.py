@@ -39,6 +39,7 @@ class EmbedSummary:
     samples_read: int = 0
     already_complete: bool = False
     relabelled: bool = False
+    diagnostics: Any = None  # LabelDiagnostics of labels/ (None without labels)
 
     @property
     def samples_per_s(self) -> float:
@@ -114,8 +115,11 @@ def reusable_class_emb(layout: Layout, vocab: Vocabulary, dim: int | None) -> np
 
 
 def _class_embeddings(layout: Layout, loaded: LoadedModel, vocab: Vocabulary, reuse: bool,
-                      batch_size: int, echo: Echo) -> np.ndarray:
-    """The (K, d) class text embeddings: reused from ``labels/`` on resume, else computed and saved."""
+                      batch_size: int, echo: Echo) -> np.ndarray | None:
+    """The (K, d) class text embeddings: reused from ``labels/`` on resume, else computed and saved.
+    None for ``--classes kmeans`` (no class text: the labels are made once every part is embedded)."""
+    if vocab.is_kmeans:
+        return None
     if reuse:
         emb = reusable_class_emb(layout, vocab, loaded.dim)
         if emb is not None:
@@ -174,7 +178,25 @@ def _prepare(cfg: EmbedConfig):
 
 
 def run_embed(cfg: EmbedConfig, echo: Echo = lambda m: None) -> EmbedSummary:
-    """Embed the dataset folder into ``cfg.out_dir`` (or relabel it with ``cfg.relabel``)."""
+    """Embed the dataset folder into ``cfg.out_dir`` (or relabel it with ``cfg.relabel``), then
+    diagnose its labels."""
+    import dataclasses
+
+    summary = _run(cfg, echo)
+    return dataclasses.replace(summary, diagnostics=diagnose(summary.out_dir))
+
+
+def diagnose(root: Path):
+    """The label diagnostics of a finished embeddings folder (None without labels)."""
+    from clipcov_cli.embed.diagnostics import folder_diagnostics
+
+    record = mf.read_manifest(Layout(root).manifest)
+    if record is None or not record.get("complete"):
+        return None
+    return folder_diagnostics(root, record["parts_done"], (record.get("classes") or {}).get("count"))
+
+
+def _run(cfg: EmbedConfig, echo: Echo) -> EmbedSummary:
     if cfg.relabel:
         from clipcov_cli.embed.relabel import run_relabel
 
@@ -228,12 +250,15 @@ def embed_parts(cfg: EmbedConfig, layout: Layout, shards: list[Path], record: di
     _remove_stale_temps(layout)
     manifest = mf.with_parts(record, proposed["parts"]) if resume else proposed
     done = set(manifest["parts_done"])
+    if (manifest.get("grouping") or {}).get("kind") == "kmeans" and set(manifest["parts"]) - done:
+        manifest = {**manifest, "labels_pending": True}  # new parts: the clusters are made again
     missing = [p for p in manifest["parts"] if p not in done and p not in {s.stem for s in shards}]
     if missing:
         raise ClipcovError(f"shards {', '.join(missing[:5])} of the unfinished parts are gone from {cfg.dataset_dir}")
     pending = [s for s in shards if s.stem not in done]
     if resume and done:
-        echo(f"resuming: {len(done)} of {len(manifest['parts'])} parts done, next {pending[0].stem}")
+        echo(f"resuming: {len(done)} of {len(manifest['parts'])} parts done, "
+             + (f"next {pending[0].stem}" if pending else "the k-means labels left"))
     start = time.perf_counter()
     class_emb = class_emb_fn(resume)
     mf.write_manifest(layout.manifest, manifest)
@@ -243,5 +268,20 @@ def embed_parts(cfg: EmbedConfig, layout: Layout, shards: list[Path], record: di
     if left:
         raise JobFailed(f"{len(left)} parts were not finished ({', '.join(left[:5])}): re-run to resume")
     merge_skipped(layout, manifest["parts"])
+    if manifest.get("labels_pending"):
+        manifest = finish_kmeans(layout, manifest, echo)
     return EmbedSummary(layout.root, len(manifest["parts"]), len(pending), manifest["rows"], manifest["skipped"],
                         seconds=time.perf_counter() - start, samples_read=read)
+
+
+def finish_kmeans(layout: Layout, manifest: dict[str, Any], echo: Echo) -> dict[str, Any]:
+    """``--classes kmeans``: cluster the finished parts, write ``labels/``, record the grouping."""
+    from clipcov_cli.embed.kmeans_labels import kmeans_labels
+
+    record = manifest.get("grouping") or {}
+    asked = record.get("k_asked", record.get("k"))  # K asked (an int), or "auto" / None: the default rule
+    k = asked if isinstance(asked, int) else 0
+    grouping = kmeans_labels(layout, list(manifest["parts"]), k, int(record.get("seed") or 0), echo)
+    manifest = mf.with_kmeans_labels(manifest, grouping)
+    mf.write_manifest(layout.manifest, manifest)
+    return manifest

@@ -15,6 +15,9 @@ def summary_table(summary) -> Table:
     table.add_row("rows", f"{summary.rows:,}")
     skipped = ", ".join(f"{k}: {v}" for k, v in summary.skipped.items()) or "none"
     table.add_row("skipped", skipped + (f" (see {summary.out_dir / 'skipped.jsonl'})" if summary.skipped else ""))
+    if summary.diagnostics is not None:
+        for name, value in summary.diagnostics.rows_for_table():
+            table.add_row(name, value)
     if summary.samples_read:
         table.add_row("speed", f"{summary.samples_per_s:,.1f} samples/s ({summary.seconds:.1f} s)")
     return table

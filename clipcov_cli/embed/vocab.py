@@ -5,6 +5,11 @@ open_clip (``simple`` selects open_clip's 18 short templates). A user vocabulary
 class names (one per line); templates are a text file of prompts with ``{}`` (or ``{c}``) where the
 class name goes. Each class is embedded as the normalized mean over templates of the normalized
 text embeddings (CLIP's zero-shot classifier).
+
+``kmeans:K`` (or ``kmeans``: K by :func:`clipcov_cli.embed.kmeans_labels.default_k`) is no vocabulary:
+the classes are K clusters of the image embeddings (``embed/kmeans_labels.py``); its
+:class:`Vocabulary` has no names or templates until the clustering has run, and its hash is that of
+the grouping asked for (``kmeans``, K or ``auto``, the seed).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from clipcov_cli.errors import ClipcovError
 BUILTIN_CLASSES = "imagenet1k"
 BUILTIN_TEMPLATES = "openai"
 SIMPLE_TEMPLATES = "simple"
+KMEANS = "kmeans"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ class Vocabulary:
     templates_name: str = BUILTIN_TEMPLATES
     names_hash: str = ""
     templates_hash: str = ""
+    kmeans_k: int | None = None  # --classes kmeans[:K]: K, 0 for the default rule; None: a vocabulary
+    seed: int = 0  # the k-means seed
+
+    @property
+    def is_kmeans(self) -> bool:
+        return self.kmeans_k is not None
 
     def prompts(self, name: str) -> list[str]:
         return [t.replace("{}", name) for t in self.templates]
@@ -82,9 +94,33 @@ def _load_templates(templates: str) -> tuple[str, tuple[str, ...]]:
     return str(path), tuple(lines)
 
 
-def load_vocabulary(classes: str = BUILTIN_CLASSES, templates: str = BUILTIN_TEMPLATES) -> Vocabulary:
+def parse_kmeans(classes: str) -> int | None:
+    """``kmeans`` -> 0 (the default K), ``kmeans:K`` -> K, anything else -> None (a vocabulary)."""
+    head, sep, tail = str(classes).partition(":")
+    if head != KMEANS:
+        return None
+    if not sep:
+        return 0
+    if not tail.isdigit() or int(tail) < 1:
+        raise ClipcovError(f"--classes {classes}: give the number of clusters, e.g. kmeans:100 (or kmeans for the default)")
+    return int(tail)
+
+
+def kmeans_vocabulary(k: int, seed: int) -> Vocabulary:
+    """The placeholder vocabulary of ``--classes kmeans[:K]``: names come from the clustering."""
+    name = f"{KMEANS}:{k}" if k else KMEANS
+    return Vocabulary(name=name, names=(), templates=(), hash=_sha256([KMEANS, k or "auto", int(seed)]),
+                      templates_name="none", names_hash=_sha256([KMEANS, k or "auto"]), templates_hash="",
+                      kmeans_k=k, seed=int(seed))
+
+
+def load_vocabulary(classes: str = BUILTIN_CLASSES, templates: str = BUILTIN_TEMPLATES, seed: int = 0) -> Vocabulary:
     """The vocabulary ``classes`` (``imagenet1k`` or a names file) with ``templates``
-    (``openai``, ``simple`` or a file). Duplicate names are kept (ImageNet-1k has two)."""
+    (``openai``, ``simple`` or a file). Duplicate names are kept (ImageNet-1k has two).
+    ``kmeans[:K]``: k-means pseudo-classes (``seed``), no text."""
+    k = parse_kmeans(str(classes))
+    if k is not None:
+        return kmeans_vocabulary(k, seed)
     name, names = _load_names(str(classes))
     templates_name, temps = _load_templates(str(templates))
     return Vocabulary(name=name, names=names, templates=temps, hash=_sha256([list(names), list(temps)]),

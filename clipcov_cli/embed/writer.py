@@ -4,7 +4,8 @@ A part is one input shard. Its files are each written under a temporary name and
 ``img_emb/img_emb_{part}.npy``, ``text_emb/text_emb_{part}.npy`` (float16 unit rows),
 ``metadata/metadata_{part}.parquet`` (``key``, ``caption``, ``shard``, ``url`` and the other scalar
 fields of the sample's .json), ``labels/labels_{part}.parquet`` (``key``, ``pseudo_label``,
-``label_sim``, ``top_sim``) and ``skipped/skipped_{part}.jsonl``. The runner lists the part in
+``label_sim``, ``top_sim``, ``margin``; not with ``--classes kmeans``, whose labels are written once
+every part is embedded) and ``skipped/skipped_{part}.jsonl``. The runner lists the part in
 ``clipcov.json`` only after all of them are in place.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipcov_cli.embed.labels import label_agreement, pseudo_labels
+from clipcov_cli.embed.labels import label_agreement, labels_with_margin
 from clipcov_cli.embed.mapper import EmbeddedBatch
 from clipcov_cli.utils.atomic import atomic_path, write_text
 
@@ -135,13 +136,18 @@ def metadata_table(keys: list[str], captions: list[str], part: str, metas: list[
 
 
 def labels_table(keys: list[str], img: np.ndarray, txt: np.ndarray, class_emb: np.ndarray) -> pa.Table:
-    """``key, pseudo_label, label_sim, top_sim`` in float32 from the stored (float16) embeddings."""
-    y, top = pseudo_labels(img, class_emb)
+    """``key, pseudo_label, label_sim, top_sim, margin`` in float32 from the stored (float16) embeddings."""
+    y, top, margin = labels_with_margin(img, class_emb)
+    return make_labels_table(keys, y, label_agreement(txt, class_emb, y), top, margin)
+
+
+def make_labels_table(keys, y: np.ndarray, label_sim: np.ndarray, top: np.ndarray, margin: np.ndarray) -> pa.Table:
     return pa.table({
-        "key": pa.array(keys, pa.string()),
+        "key": pa.array(list(keys), pa.string()),
         "pseudo_label": pa.array(y, pa.int64()),
-        "label_sim": pa.array(label_agreement(txt, class_emb, y), pa.float32()),
+        "label_sim": pa.array(label_sim, pa.float32()),
         "top_sim": pa.array(top, pa.float32()),
+        "margin": pa.array(margin, pa.float32()),
     })
 
 
@@ -149,8 +155,9 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def write_part(layout: Layout, buffer: PartBuffer, class_emb: np.ndarray, dim: int) -> dict[str, Any]:
-    """Write every file of a finished part (each atomically); return its stats ``{rows, skipped}``."""
+def write_part(layout: Layout, buffer: PartBuffer, class_emb: np.ndarray | None, dim: int) -> dict[str, Any]:
+    """Write every file of a finished part (each atomically); return its stats ``{rows, skipped}``.
+    Without ``class_emb`` (``--classes kmeans``: the labels need every part) no labels file is written."""
     img, txt = buffer.arrays(dim)
     keys = buffer.keys
     captions = [c for b in buffer.batches for c in b.captions]
@@ -158,7 +165,8 @@ def write_part(layout: Layout, buffer: PartBuffer, class_emb: np.ndarray, dim: i
     save_npy(layout.img(buffer.part), img)
     save_npy(layout.txt(buffer.part), txt)
     save_parquet(layout.meta(buffer.part), metadata_table(keys, captions, buffer.part, metas))
-    save_parquet(layout.labels(buffer.part), labels_table(keys, img, txt, class_emb))
+    if class_emb is not None:
+        save_parquet(layout.labels(buffer.part), labels_table(keys, img, txt, class_emb))
     write_jsonl(layout.skipped(buffer.part), buffer.skipped)
     return {"rows": len(keys), "skipped": dict(sorted(Counter(s["reason"] for s in buffer.skipped).items()))}
 

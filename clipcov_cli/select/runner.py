@@ -79,9 +79,10 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             raise ClipcovError(f"{info.root} has no labels/ (clip-retrieval output?): run "
                                f"`clipcov embed --relabel {info.root}` to add pseudo-labels, or use a baseline --method")
         budget = budget_spec.resolve(emb.n_valid)
+        diagnostics = _diagnostics(emb, info)
         if cfg.dry_run:
             failed = False
-            return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names), None)
+            return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names, diagnostics=diagnostics), None)
         sel = selector.select(emb, budget)
         release.start()  # the rows are not read again: their copy goes while the output is written
         _verify(emb, sel, budget)
@@ -95,13 +96,15 @@ def run_select(cfg: SelectConfig) -> SelectResult:
                        "fingerprint": info.fingerprint, "rows": emb.n},
             "class_histogram": {"before": before, "after": after},
             "excluded": {"nan": info.excluded_nan, "zero_norm": info.excluded_zero},
+            "labels": diagnostics.as_dict() if diagnostics is not None else None,
             "tool_version": __version__,
             "wall_time_s": round(time.time() - t0, 3),
         }
         profile(f"selected {time.time() - t0:.2f} s")
         write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
         profile(f"written {time.time() - t0:.2f} s")
-        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
+        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero,
+                              diagnostics=diagnostics)
         result = SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
         failed = False
         return result
@@ -140,6 +143,18 @@ class _Release:
             self.thread.join()
         if self.error is not None and raise_error:
             raise self.error
+
+
+def _diagnostics(emb: EmbeddingSet, info):
+    """The label diagnostics of the usable rows (None without labels): see ``embed/diagnostics.py``."""
+    from clipcov_cli.embed.diagnostics import label_diagnostics, read_label_columns
+
+    if not info.has_labels or emb.pseudo_label is None:
+        return None
+    _, top, margin = read_label_columns(info.root, info.parts)
+    valid = np.asarray(emb.valid)
+    return label_diagnostics(np.asarray(emb.pseudo_label)[valid], emb.num_classes,
+                             None if top is None else top[valid], None if margin is None else margin[valid])
 
 
 def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:

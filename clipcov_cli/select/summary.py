@@ -28,7 +28,24 @@ def _stats(x: np.ndarray) -> str:
     return f"mean {x.mean():.4f}  p10 {p10:.4f}  p50 {p50:.4f}  p90 {p90:.4f}"
 
 
-def summary_table(emb: EmbeddingSet, sel: Selection, method: str, budget_text: str, excluded: int) -> Table:
+def _add_diagnostics(t: Table, diagnostics) -> None:
+    """The label diagnostics' rows (``embed/diagnostics.py``)."""
+    for name, value in diagnostics.rows_for_table() if diagnostics is not None else ():
+        t.add_row(name, value)
+
+
+def _with_warning(renderable, diagnostics):
+    """The renderable, followed by the labels' one-line collapse warning when there is one."""
+    if diagnostics is None or not diagnostics.warning:
+        return renderable
+    from rich.console import Group
+    from rich.text import Text
+
+    return Group(renderable, Text(diagnostics.warning, style="yellow"))
+
+
+def summary_table(emb: EmbeddingSet, sel: Selection, method: str, budget_text: str, excluded: int,
+                  diagnostics=None):
     t = Table(title=f"selection summary ({method})", show_header=True, header_style="bold")
     t.add_column("what")
     t.add_column("value")
@@ -47,10 +64,13 @@ def summary_table(emb: EmbeddingSet, sel: Selection, method: str, budget_text: s
         scores = np.asarray(sel.all_scores, np.float64)
         t.add_row("score kept", _stats(scores[mask]))
         t.add_row("score dropped", _stats(scores[~mask & emb.valid]))
-    return t
+    _add_diagnostics(t, diagnostics)
+    return _with_warning(t, diagnostics)
 
 
-def dry_run_table(emb: EmbeddingSet, budget_text: str, budget: int, class_names, top: int = 15) -> Table:
+def dry_run_table(emb: EmbeddingSet, budget_text: str, budget: int, class_names, top: int = 15,
+                  diagnostics=None):
+    """The class histogram (a rich Table), followed by the label diagnostics when given (a Group)."""
     t = Table(title="dry run: nothing written", show_header=True, header_style="bold")
     t.add_column("class")
     t.add_column("rows", justify="right")
@@ -64,4 +84,10 @@ def dry_run_table(emb: EmbeddingSet, budget_text: str, budget: int, class_names,
         t.add_row(f"... {len(before) - top} more classes", "", "")
     t.caption = (f"budget {budget_text} = {budget:,} of {emb.n_valid:,} usable rows ({100 * budget / total:.1f}%); "
                  f"{len(before)} classes")
-    return t
+    if diagnostics is None:
+        return t
+    from rich.console import Group
+
+    labels = Table(title="labels", show_header=False, title_justify="left")
+    _add_diagnostics(labels, diagnostics)
+    return _with_warning(Group(t, labels), diagnostics)
