@@ -67,9 +67,21 @@ def select(
     if uids_out is not None and result.out is not None:
         err_console.print(f"wrote {uids_out} ({len(result.keys):,} DataComp uids, sorted)")
     if print_keys:
-        import sys
+        _print_keys(result.keys)
 
-        sys.stdout.write("".join(k + "\n" for k in result.keys))
+
+def _print_keys(keys: list[str]) -> None:
+    """The keys on stdout; a reader that stops early (``| head -1000``) is not an error."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.write("".join(k + "\n" for k in keys))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not fail again
+        os.close(devnull)
 
 
 def register(app: typer.Typer) -> None:
