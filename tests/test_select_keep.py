@@ -105,13 +105,26 @@ def test_cli_keep_from_file_and_stdin(emb_dir, tmp_path, method):
     assert pq.read_table(tmp_path / "b" / "selection.parquet").column("key").to_pylist() == keys
 
 
-def test_cli_keep_errors(emb_dir, tmp_path):
+def inproc(capsys, *args):
+    """The command in this interpreter (fast: for the error cases); returns (exit code, stderr)."""
+    from clipcov_cli.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_cli_keep_errors(emb_dir, tmp_path, capsys):
     (tmp_path / "bad.txt").write_text("000000001\nnot-a-key\nalso-not\n")
-    r = clipcov("select", emb_dir, "-b", "30", "--keep", tmp_path / "bad.txt", "-o", tmp_path / "x")
-    assert r.returncode == 2 and "2 --keep key(s) are not in the embeddings: not-a-key, also-not" in r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "x").exists()
+    code, err = inproc(capsys, "select", emb_dir, "-b", "30", "--keep", tmp_path / "bad.txt", "-o", tmp_path / "x")
+    assert code == 2 and "2 --keep key(s) are not in the embeddings: not-a-key, also-not" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
     (tmp_path / "many.txt").write_text("".join(f"{i:09d}\n" for i in range(40)))
-    r = clipcov("select", emb_dir, "-b", "30", "--keep", tmp_path / "many.txt", "-o", tmp_path / "x")
-    assert r.returncode == 2 and "more than the budget" in r.stderr
-    r = clipcov("select", emb_dir, "-b", "30", "--keep", tmp_path / "none.txt", "-o", tmp_path / "x")
-    assert r.returncode == 2 and "no such file" in r.stderr
+    code, err = inproc(capsys, "select", emb_dir, "-b", "30", "--keep", tmp_path / "many.txt", "-o", tmp_path / "x")
+    assert code == 2 and "more than the budget" in err
+    code, err = inproc(capsys, "select", emb_dir, "-b", "30", "--keep", tmp_path / "none.txt", "-o", tmp_path / "x")
+    assert code == 2 and "no such file" in err
