@@ -14,7 +14,7 @@ Examples:\n\n
   clipcov eval runs/a/clipcov/checkpoints/epoch_30.pt --task zeroshot --data /data/imagenet/val\n\n
   clipcov eval runs/*/clipcov/checkpoints/epoch_10.pt --task retrieval --data test-pairs/ --out results/\n\n
   clipcov eval ckpt.pt --task zeroshot --data test/ --classes names.txt --templates templates.txt --model clipcov-tiny\n\n
-  clipcov eval runs/a/clipcov/checkpoints/epoch_30.pt --suite datacomp --data /data/datacomp-eval   # clipcov[bench]
+  clipcov eval runs/a/clipcov/checkpoints/epoch_30.pt --suite datacomp --data /data/datacomp-eval   # needs clipcov\\[bench]
 """
 
 
