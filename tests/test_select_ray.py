@@ -81,3 +81,12 @@ def test_ray_units_read_rows_from_the_parts(emb_dir):
     finally:
         for t in keep:
             t.cleanup()
+
+
+def test_ray_engine_keep_equals_local(emb_dir, tmp_path):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("000000400\n000000003\n000000899\n")
+    local_t, local_m = _select(emb_dir, tmp_path / "local", "--budget", "100", "--keep", keep, "--engine", "local")
+    ray_t, ray_m = _select(emb_dir, tmp_path / "ray", "--budget", "100", "--keep", keep, "--engine", "ray")
+    assert sorted(local_t.column("key").to_pylist()[:3]) == ["000000003", "000000400", "000000899"]
+    assert ray_t.equals(local_t) and ray_m == local_m

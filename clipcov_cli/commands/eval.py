@@ -13,7 +13,8 @@ EPILOG = """\
 Examples:\n\n
   clipcov eval runs/a/clipcov/checkpoints/epoch_30.pt --task zeroshot --data /data/imagenet/val\n\n
   clipcov eval runs/*/clipcov/checkpoints/epoch_10.pt --task retrieval --data test-pairs/ --out results/\n\n
-  clipcov eval ckpt.pt --task zeroshot --data test/ --classes names.txt --templates templates.txt --model clipcov-tiny
+  clipcov eval ckpt.pt --task zeroshot --data test/ --classes names.txt --templates templates.txt --model clipcov-tiny\n\n
+  clipcov eval runs/a/clipcov/checkpoints/epoch_30.pt --suite datacomp --data /data/datacomp-eval   # needs clipcov\\[bench]
 """
 
 
@@ -28,8 +29,13 @@ def evaluate(
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for results.json."),
     batch_size: int = typer.Option(128, min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    suite: Optional[str] = typer.Option(None, help="A standard suite through clip_benchmark: datacomp or paper (--data: the folder of its wds_*_test sets)."),
 ) -> None:
     """Zero-shot accuracy or retrieval recall of one or more checkpoints."""
+    if suite is not None:
+        from clipcov_cli.evaluate.suite_command import run_suite_command
+
+        return run_suite_command(suite, checkpoints, data, model, model_config, out, batch_size, device)
     from clipcov_cli.embed.model import ModelSpec, load_model
     from clipcov_cli.errors import ClipcovError
     from clipcov_cli.evaluate.data import load_eval_set, templates_for

@@ -16,6 +16,8 @@ Examples:\n\n
   clipcov select cc3m/ --budget 1.5M --method semdedup --out subsets/semdedup\n\n
   clipcov select cc3m/ --budget 10% --dry-run                 # class histogram, nothing written\n\n
   clipcov select cc3m/ --budget 10% --out s/ --print-keys | wc -l\n\n
+  clipcov select cc3m/ --budget 10% --out s/ --keep must-have.txt       # these keys in, ClipCov fills the rest\n\n
+  clipcov select pool/ --budget 10% --out s/ --uids-out s/uids.npy       # DataComp's resharder reads uids.npy\n\n
   clipcov select cc3m/ --budget 10% --out s/ --engine ray --ray-address auto   # per-class work on a Ray cluster
 """
 
@@ -43,23 +45,43 @@ def select(
     ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                               help="Ray cluster to join ('auto': the running one); default: start a local Ray instance."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local threads for ClipCov's classes and the reading pass (default: the CPU count)."),
+    keep: Optional[str] = typer.Option(None, "--keep", help="Keys that must be in the subset (a file, one key per line, or - for stdin); the method fills the rest of the budget."),
+    uids_out: Optional[Path] = typer.Option(None, "--uids-out", help="Also write the selection as DataComp's uids.npy (sorted u8,u8; needs a uid column)."),
 ) -> None:
     """Select a subset at a budget with ClipCov (default) or a baseline."""
     from clipcov_cli.select.runner import SelectConfig, run_select
 
     params = dict(seed=seed, alpha=alpha, beta=beta, gamma=gamma, tau=tau, r_mode=r_mode, clusters=clusters,
                   iterations=iterations, batch=batch, repeats=repeats, temperature=temperature)
+    from clipcov_cli.utils.keylist import describe, read_key_list
+
+    kept = read_key_list(keep, what="--keep") if keep is not None else None
     cfg = SelectConfig(input=input, out=out, budget=budget, method=method, params=tuple(params.items()),
-                       dry_run=dry_run, overwrite=overwrite, engine=engine, workers=workers, ray_address=ray_address)
+                       dry_run=dry_run, overwrite=overwrite, engine=engine, workers=workers, ray_address=ray_address,
+                       keep=kept, keep_source=describe(keep) if keep is not None else "", uids_out=uids_out)
     with err_console.status(f"selecting with {method} ..."):
         result = run_select(cfg)
     err_console.print(result.table)
     if result.out is not None:
         err_console.print(f"wrote {result.out}/selection.parquet and manifest.json")
+    if uids_out is not None and result.out is not None:
+        err_console.print(f"wrote {uids_out} ({len(result.keys):,} DataComp uids, sorted)")
     if print_keys:
-        import sys
+        _print_keys(result.keys)
 
-        sys.stdout.write("".join(k + "\n" for k in result.keys))
+
+def _print_keys(keys: list[str]) -> None:
+    """The keys on stdout; a reader that stops early (``| head -1000``) is not an error."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.write("".join(k + "\n" for k in keys))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not fail again
+        os.close(devnull)
 
 
 def register(app: typer.Typer) -> None:

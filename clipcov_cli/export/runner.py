@@ -26,7 +26,7 @@ from clipcov_cli import __version__
 from clipcov_cli.errors import ClipcovError, JobFailed
 from clipcov_cli.export.config import ExportConfig
 from clipcov_cli.export.copier import extract_shard, load_index
-from clipcov_cli.export.keys import fingerprint
+from clipcov_cli.export.keys import check_keys, fingerprint
 from clipcov_cli.export.layout import Layout, publish, shard_name
 from clipcov_cli.export.plan import ExportPlan, make_plan, missing_error, read_selection, source_dataset
 from clipcov_cli.export.verify import check_totals, verify_shard
@@ -53,7 +53,7 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None) -> ExportRes
     report = progress or (lambda phase, done, total: None)
     if cfg.shard_size < 1 or cfg.workers < 1:
         raise ClipcovError("--shard-size and --workers must be at least 1")
-    keys = read_selection(cfg.subset_dir)
+    keys = requested_keys(cfg)
     dataset = source_dataset(cfg.dataset_dir, cfg.subset_dir)
     layout = Layout(cfg.out)
     fp = fingerprint(keys, cfg.shard_size, str(dataset.resolve()))
@@ -70,6 +70,23 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None) -> ExportRes
         _finish(_manifest(cfg, plan, entries, missing, repeated, fp), layout)
     layout.lock.unlink(missing_ok=True)
     return ExportResult(layout.out, sum(e["count"] for e in entries), entries, tuple(missing), time.perf_counter() - t0)
+
+
+def requested_keys(cfg: ExportConfig) -> list[str]:
+    """The keys to export, in order: the subset's selection, or the key list (checked alike)."""
+    if cfg.keys is None:
+        if cfg.subset_dir is None:
+            raise ClipcovError("nothing to export: give a SUBSET folder, or --keys FILE|- / --uids FILE with --dataset and --out")
+        return read_selection(cfg.subset_dir)
+    if cfg.subset_dir is not None:
+        raise ClipcovError("give either a SUBSET folder or a key list (--keys / --uids), not both")
+    if cfg.dataset_dir is None or cfg.out_dir is None:
+        raise ClipcovError("exporting a key list needs --dataset DIR (the source shards) and --out DIR")
+    keys = list(cfg.keys)
+    if not keys:
+        raise ClipcovError("the key list is empty")
+    check_keys(keys)
+    return keys
 
 
 def _run_phases(cfg: ExportConfig, plan: ExportPlan, layout: Layout, pool, report: Progress) -> tuple[list[dict], list[str], int]:
@@ -216,7 +233,9 @@ def _manifest(cfg: ExportConfig, plan: ExportPlan, entries: list[dict], missing:
         "shards": entries,
         "shard_size": cfg.shard_size,
         "fingerprint": fp,
-        "source": {"dataset_dir": str(plan.dataset_dir.resolve()), "subset_dir": str(cfg.subset_dir.resolve()),
+        "source": {"dataset_dir": str(plan.dataset_dir.resolve()),
+                   "subset_dir": str(cfg.subset_dir.resolve()) if cfg.subset_dir is not None else None,
+                   **({"keys": cfg.keys_source or "a key list"} if cfg.keys is not None else {}),
                    "repeated_keys_ignored": repeated},
         "tool_version": __version__,
         "shards_pattern": _brace_pattern(len(entries)),  # for --train-data OUT/{00000..00004}.tar

@@ -20,6 +20,8 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     extra_args: tuple[str, ...] = ()
+    keys: tuple[str, ...] | None = None  # train on these keys of DATA (exported into OUT/data first)
+    keys_source: str = ""  # where the keys came from, for the export manifest
 
     @property
     def model_name(self) -> str:

@@ -70,3 +70,29 @@ def resolve_input(path: Path, run_dir: Path) -> TrainData:
     if path.is_file() and path.suffix == ".tar":
         return TrainData((path,), _count_by_scan([path]), f"shard {path}")
     return shards_folder(path, f"WebDataset folder {path}")
+
+
+def keyed_input(path: Path, run_dir: Path, keys: tuple[str, ...], keys_source: str = "") -> TrainData:
+    """Given keys of a dataset folder (or of a subset's source dataset): those samples, exported into RUN/data."""
+    from clipcov_cli.export import ExportConfig, run_export
+    from clipcov_cli.export.plan import source_dataset
+
+    if not path.exists():
+        raise ClipcovError(f"{path} does not exist")
+    dataset = source_dataset(None, path) if (path / "selection.parquet").exists() else path
+    res = run_export(ExportConfig(subset_dir=None, dataset_dir=dataset, out_dir=run_dir / "data", keys=keys,
+                                  keys_source=keys_source))
+    return shards_folder(res.out_dir, f"{len(keys):,} keys of {dataset} ({keys_source or 'a key list'}), exported into {res.out_dir}")
+
+
+def default_run_dir(data: Path, recipe: str, keys: tuple[str, ...] | None = None) -> Path:
+    """Where `pretrain DATA` trains without --out: DATA/runs/RECIPE (a shard file: beside it, in
+    runs/STEM-RECIPE); with a key list, DATA/runs/RECIPE-keys-HASH (8 hex digits of the keys' sha256),
+    so that another key list never resumes this one's run."""
+    import hashlib
+
+    base = data / "runs" / recipe if not data.is_file() else data.parent / "runs" / f"{data.stem}-{recipe}"
+    if keys is None:
+        return base
+    digest = hashlib.sha256("".join(k + "\n" for k in keys).encode()).hexdigest()[:8]
+    return base.with_name(f"{base.name}-keys-{digest}")

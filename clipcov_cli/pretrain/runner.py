@@ -8,7 +8,7 @@ from pathlib import Path
 from clipcov_cli.errors import ClipcovError, JobFailed
 from clipcov_cli.pretrain.adapter import build_argv, checkpoints, run_open_clip_train
 from clipcov_cli.pretrain.config import PretrainConfig
-from clipcov_cli.pretrain.inputs import resolve_input
+from clipcov_cli.pretrain.inputs import keyed_input, resolve_input
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,10 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
         from clipcov_cli.models import register_model_config
 
         register_model_config(cfg.model_config)
+    if not cfg.data.exists():  # before the run folder is made (by default it is inside DATA)
+        raise ClipcovError(f"{cfg.data} does not exist")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    data = resolve_input(cfg.data, cfg.out)
+    data = resolve_input(cfg.data, cfg.out) if cfg.keys is None else keyed_input(cfg.data, cfg.out, cfg.keys, cfg.keys_source)
     argv = build_argv(cfg, data, device)
     code = run_open_clip_train(argv)
     ckpts = checkpoints(cfg.out)

@@ -73,6 +73,33 @@ class Selector(ABC):
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
         """Pick exactly ``budget`` valid rows (``budget <= embeddings.n_valid``)."""
 
+    def select_keeping(self, embeddings: EmbeddingSet, budget: int, kept: np.ndarray) -> Selection:
+        """Pick exactly ``budget`` valid rows of which the rows ``kept`` (distinct valid row indices,
+        ascending; ``len(kept) <= budget``) are all: ``select --keep``. The kept rows come first in
+        rank order, the method fills the rest of the budget.
+
+        The default, right for a method that scores each row on its own (random, clip-score,
+        negclip-loss) and the simplest correct one for the others: :meth:`select` chooses
+        ``budget - len(kept)`` rows among the rows not kept (kept rows hidden from it). Kept rows get a
+        NaN score and NaN (float) or -1 (integer) terms. A method whose choice depends on what is
+        already in the subset overrides this to start from the kept rows (ClipCov: its greedy starts
+        with them as already selected)."""
+        kept = np.asarray(kept, np.int64)
+        rest = budget - len(kept)
+        if rest == 0:
+            return Selection(indices=kept, score=np.full(len(kept), np.nan))
+        from dataclasses import replace
+
+        valid = np.asarray(embeddings.valid).copy()
+        valid[kept] = False
+        tail = self.select(replace(embeddings, valid=valid), rest)
+        terms = {name: np.concatenate([np.full(len(kept), np.nan if np.issubdtype(np.asarray(col).dtype, np.floating)
+                                                else -1, np.asarray(col).dtype), np.asarray(col)])
+                 for name, col in tail.terms.items()}
+        return Selection(indices=np.concatenate([kept, np.asarray(tail.indices, np.int64)]),
+                         score=np.concatenate([np.full(len(kept), np.nan), np.asarray(tail.score, np.float64)]),
+                         terms=terms, all_scores=tail.all_scores)
+
     def warm_up(self) -> None:
         """Optional: start loading what :meth:`select` will need, in the background, while the caller
         reads the embeddings. Never changes a result; by default it does nothing."""

@@ -20,6 +20,7 @@ from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
 from clipcov_cli.select.writer import selection_table, write_subset
 from clipcov_cli.utils.budget import parse_budget
+from clipcov_cli.utils.uids import pack_uids, write_uids
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class SelectConfig:
     engine: str = "local"  # where per-class work runs (ClipCov); the output does not depend on it
     workers: int | None = None
     ray_address: str | None = None
+    keep: tuple[str, ...] | None = None  # keys that must be in the subset (select --keep); the method fills the rest
+    keep_source: str = ""  # where they came from, for the manifest
+    uids_out: Path | None = None  # also write DataComp's uids.npy of the selection here
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         if cfg.dry_run:
             failed = False
             return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names, diagnostics=diagnostics), None)
-        sel = selector.select(emb, budget)
+        kept = kept_rows(emb, cfg.keep, budget) if cfg.keep is not None else None
+        sel = selector.select(emb, budget) if kept is None else selector.select_keeping(emb, budget, kept)
         release.start()  # the rows are not read again: their copy goes while the output is written
         _verify(emb, sel, budget)
         before, after = class_histograms(emb, sel)
@@ -100,12 +105,18 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             "tool_version": __version__,
             "wall_time_s": round(time.time() - t0, 3),
         }
+        if kept is not None:
+            manifest["keep"] = {"source": cfg.keep_source, "count": int(len(kept))}
         profile(f"selected {time.time() - t0:.2f} s")
+        selected = emb.keys[sel.indices].astype(str).tolist()
+        uids = pack_uids(selected_uids(selected, info.root, info.dataset_dir)) if cfg.uids_out is not None else None
         write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
+        if uids is not None:
+            write_uids(cfg.uids_out, uids)
         profile(f"written {time.time() - t0:.2f} s")
         table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero,
                               diagnostics=diagnostics)
-        result = SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
+        result = SelectResult(selected, table, cfg.out, manifest)
         failed = False
         return result
     finally:
@@ -155,6 +166,40 @@ def _diagnostics(emb: EmbeddingSet, info):
     valid = np.asarray(emb.valid)
     return label_diagnostics(np.asarray(emb.pseudo_label)[valid], emb.num_classes,
                              None if top is None else top[valid], None if margin is None else margin[valid])
+
+
+def kept_rows(emb: EmbeddingSet, keep: tuple[str, ...], budget: int) -> np.ndarray:
+    """Row indices (ascending) of the ``--keep`` keys: each must be a valid row, at most ``budget`` of them."""
+    row_of = {k: i for i, k in enumerate(np.asarray(emb.keys).astype(str).tolist())}
+    unknown = [k for k in keep if k not in row_of]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise ClipcovError(f"{len(unknown)} --keep key(s) are not in the embeddings: {shown}")
+    rows = np.unique(np.array([row_of[k] for k in keep], np.int64))
+    if len(rows) != len(keep):
+        raise ClipcovError("--keep lists a key more than once")
+    invalid = [str(emb.keys[i]) for i in rows if not emb.valid[i]]
+    if invalid:
+        raise ClipcovError(f"{len(invalid)} --keep key(s) have no valid embedding (NaN or zero): {', '.join(invalid[:5])}")
+    if len(rows) > budget:
+        raise ClipcovError(f"--keep lists {len(rows):,} keys, more than the budget ({budget:,})")
+    return rows
+
+
+def selected_uids(keys: list[str], embeddings_dir: Path, dataset_dir: str | None) -> list[str]:
+    """The DataComp uid of every selected key: from the embeddings' metadata (embed keeps the .json's
+    scalar fields, uid included), else from the source dataset's parquet files."""
+    from clipcov_cli.utils.uids import dataset_uid_parquets, uids_of_keys
+
+    mapping = uids_of_keys(sorted((Path(embeddings_dir) / "metadata").glob("*.parquet")))
+    if not mapping and dataset_dir and Path(dataset_dir).is_dir():
+        mapping = uids_of_keys(dataset_uid_parquets(Path(dataset_dir)))
+    if not mapping:
+        raise ClipcovError("--uids-out: the dataset has no 'uid' column (download with --extra-col uid)")
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+        raise ClipcovError(f"--uids-out: {len(missing)} selected key(s) have no uid, e.g. {', '.join(missing[:5])}")
+    return [mapping[k] for k in keys]
 
 
 def _verify(emb: EmbeddingSet, sel: Selection, budget: int) -> None:

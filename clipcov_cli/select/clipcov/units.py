@@ -60,6 +60,8 @@ class ClassUnit:
     source: object
     keep_state: bool = False  # return the greedy's state, to extend it in place (local threads only)
     threads: ThreadShare | None = None  # torch threads for this unit's worker (see imatmul.ThreadShare)
+    forced: np.ndarray | None = None  # positions (among the class' valid rows) the greedy must take first (select --keep)
+    force: float = 0.0  # added to the forced rows' scores in the greedy only (above any gain difference)
 
     def with_quota(self, quota: int) -> "ClassUnit":
         from dataclasses import replace
@@ -140,7 +142,11 @@ def run_class_unit(unit: ClassUnit) -> ClassResult:
     U, W = np.ascontiguousarray(U), np.ascontiguousarray(W)
     r, e, l, c, a, stats = class_terms(U, W, unit.label_sim, unit.sum_v, unit.sum_t, unit.n_valid, unit.alpha,
                                        unit.beta, unit.gamma, unit.tau, unit.r_mode)
-    g = ClassGreedy(U, W, a, np.arange(len(a)), unit.tau, row_stats=stats, threads=unit.threads)
+    a_greedy = a
+    if unit.forced is not None:  # kept rows: picked first, so the rest is the greedy seeded with them
+        a_greedy = a.copy()
+        a_greedy[unit.forced] += unit.force
+    g = ClassGreedy(U, W, a_greedy, np.arange(len(a)), unit.tau, row_stats=stats, threads=unit.threads)
     g.extend(unit.quota)
     return ClassResult(unit.k, np.asarray(g.picks, np.int64), np.asarray(g.gains, np.float64), r, e, l, c, a, g.stats,
                        g if unit.keep_state else None, time.perf_counter() - t0)

@@ -139,6 +139,31 @@ class ClipCovSelector(Selector):
             self.warming.append(thread)
 
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
+        return self._select(embeddings, budget, None)
+
+    def select_keeping(self, embeddings: EmbeddingSet, budget: int, kept: np.ndarray) -> Selection:
+        """The greedy started from the kept rows as already selected: each kept row is forced first in
+        its class' greedy (its score raised by ``force_offset()``, above any gain), so the classes'
+        redundancy sums hold the kept rows exactly before the first free pick, and every later gain is
+        ``gain(j | kept + picks so far)`` exactly, as a greedy seeded with them would compute it. The
+        merge puts all kept rows first; their recorded gain is their marginal gain in the order they
+        were added (the offset taken back off)."""
+        kept = np.asarray(kept, np.int64)
+        sel = self._select(embeddings, budget, kept)
+        head = np.asarray(sel.indices[: len(kept)])
+        if not np.array_equal(np.sort(head), np.sort(kept)):
+            raise RuntimeError("the kept rows did not come first in ClipCov's merged sequence")
+        score = np.asarray(sel.score, np.float64).copy()
+        score[: len(kept)] -= self.force_offset()
+        return Selection(indices=sel.indices, score=score, terms=sel.terms, all_scores=sel.all_scores)
+
+    def force_offset(self) -> float:
+        """Above every possible gain difference: |a_j| <= 2 + |alpha| + |beta| + 2|gamma| and a redundancy
+        term is within [-2, 2]; a power of two, so that adding it and taking it back off loses little."""
+        spread = 2 * (2 + abs(self.alpha) + abs(self.beta) + 2 * abs(self.gamma)) + 4
+        return float(2.0 ** math.ceil(math.log2(16 * spread)))
+
+    def _select(self, embeddings: EmbeddingSet, budget: int, kept: np.ndarray | None) -> Selection:
         if embeddings.pseudo_label is None or embeddings.label_sim is None:
             raise ClipcovError("ClipCov needs pseudo-labels: run `clipcov embed --relabel` on the embeddings folder first")
         from clipcov_cli.distribute import make_distributor
@@ -153,6 +178,12 @@ class ClipCovSelector(Selector):
                                         workers=self._workers())
         valid_all = np.asarray(embeddings.valid) & grouped.valid
         n_valid = int(valid_all.sum())
+        forced_all = None  # select --keep: rows the greedy starts with
+        if kept is not None:
+            if not valid_all[kept].all():
+                raise ClipcovError(f"{int((~valid_all[kept]).sum())} kept row(s) have no valid embedding (NaN or zero)")
+            forced_all = np.zeros(embeddings.n, bool)
+            forced_all[kept] = True
         label_sim = np.asarray(embeddings.label_sim)
         blocks = []  # (k, example indices of valid rows ascending, keep mask over the block)
         for k in range(len(grouped.starts) - 1):
@@ -175,12 +206,15 @@ class ClipCovSelector(Selector):
         share = ThreadShare(1)  # torch threads of the local workers (one each until a single unit is left)
         for k, rows, keep in blocks:
             factor = STATE_QUOTA_FACTOR if k in stateful else QUOTA_FACTOR
-            quota = min(len(rows), math.ceil(factor * budget * len(rows) / n_valid) + 16)
+            forced = np.flatnonzero(forced_all[rows]) if forced_all is not None else None
+            quota = min(len(rows), math.ceil(factor * budget * len(rows) / n_valid) + 16 + len(forced if forced is not None else ()))
             source = PartsSource(grouped.parts, rows) if remote else \
                 GroupedSource(grouped, k, keep, None if k in stateful else buffers)  # a kept state keeps its rows
             units.append(ClassUnit(k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, grouped.sum_v,
                                    grouped.sum_t, n_valid, label_sim[rows].astype(np.float32), source,
-                                   keep_state=k in stateful, threads=ThreadShare(1) if remote else share))
+                                   keep_state=k in stateful, threads=ThreadShare(1) if remote else share,
+                                   forced=forced if forced is not None and len(forced) else None,
+                                   force=self.force_offset()))
         units.sort(key=lambda u: -len(u.label_sim))  # largest first: the longest unit starts first
         index_of = {k: rows for k, rows, _ in blocks}
         cols = {name: np.full(embeddings.n, np.nan) for name in ("r", "e", "l", "c", "a")}
