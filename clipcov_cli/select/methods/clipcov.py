@@ -31,8 +31,8 @@ from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, RowBuffers, close_maps, group_from_arrays
-from clipcov_cli.select.methods._common import key_order
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit, warm_up
+from clipcov_cli.select.methods._common import key_order
 from clipcov_cli.select.profile import profile, worker_count
 
 R_MODES = ("auto", "exact", "mean")
