@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from clipcov_cli.download.config import DownloadConfig
 from clipcov_cli.download.inputs import INPUT_DIR, UrlList, prepare, validate
+from clipcov_cli.download.order import sort_shards
 from clipcov_cli.download.summary import DownloadSummary, done_shards, summarize
 from clipcov_cli.errors import ClipcovError, JobFailed, first_line
 from clipcov_cli.utils.atomic import atomic_path
@@ -142,6 +143,7 @@ def run_download(cfg: DownloadConfig, echo=print) -> DownloadSummary:
         else:
             echo(f"retrying {retry.rows:,} failed samples into new shards")
             _img2dataset(cfg, retry, "extend", log)
+            sort_shards(cfg.out_dir, done_shards(cfg.out_dir))  # samples in key order, not completion order
     else:
         expected = _expected_shards(urls, cfg)
         already = len([s for s in before if s < expected])
@@ -151,6 +153,7 @@ def run_download(cfg: DownloadConfig, echo=print) -> DownloadSummary:
             if already:
                 echo(f"resuming: {already} of {expected} shards already done")
             _img2dataset(cfg, urls, "incremental", log)
+        sort_shards(cfg.out_dir, done_shards(cfg.out_dir))  # samples in key order, not completion order
         missing = sorted(set(range(expected)) - set(done_shards(cfg.out_dir)))
         if missing:
             raise JobFailed(f"{len(missing)} of {expected} shards did not complete (first: {missing[0]:05d}); "

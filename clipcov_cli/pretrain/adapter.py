@@ -13,6 +13,7 @@ from pathlib import Path
 
 from clipcov_cli.pretrain.config import PretrainConfig
 from clipcov_cli.pretrain.inputs import TrainData
+from clipcov_cli.pretrain.order import seeded_sample_order
 
 RUN_NAME = "clipcov"
 
@@ -56,7 +57,8 @@ def run_open_clip_train(argv: list[str]) -> int:
     levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
     root_level = root.level
     try:
-        result = train_main(argv)
+        with seeded_sample_order(argv):  # its own sample shuffle is seeded by the clock
+            result = train_main(argv)
     finally:  # it also sets every existing logger to INFO (torch's exit-time chatter): restore them
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)

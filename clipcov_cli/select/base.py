@@ -75,7 +75,7 @@ class Selector(ABC):
 
     def select_keeping(self, embeddings: EmbeddingSet, budget: int, kept: np.ndarray) -> Selection:
         """Pick exactly ``budget`` valid rows of which the rows ``kept`` (distinct valid row indices,
-        ascending; ``len(kept) <= budget``) are all: ``select --keep``. The kept rows come first in
+        in key order; ``len(kept) <= budget``) are all: ``select --keep``. The kept rows come first in
         rank order, the method fills the rest of the budget.
 
         The default, right for a method that scores each row on its own (random, clip-score,

@@ -169,7 +169,7 @@ def _diagnostics(emb: EmbeddingSet, info):
 
 
 def kept_rows(emb: EmbeddingSet, keep: tuple[str, ...], budget: int) -> np.ndarray:
-    """Row indices (ascending) of the ``--keep`` keys: each must be a valid row, at most ``budget`` of them."""
+    """Row indices (in key order) of the ``--keep`` keys: each must be a valid row, at most ``budget`` of them."""
     row_of = {k: i for i, k in enumerate(np.asarray(emb.keys).astype(str).tolist())}
     unknown = [k for k in keep if k not in row_of]
     if unknown:
@@ -183,7 +183,7 @@ def kept_rows(emb: EmbeddingSet, keep: tuple[str, ...], budget: int) -> np.ndarr
         raise ClipcovError(f"{len(invalid)} --keep key(s) have no valid embedding (NaN or zero): {', '.join(invalid[:5])}")
     if len(rows) > budget:
         raise ClipcovError(f"--keep lists {len(rows):,} keys, more than the budget ({budget:,})")
-    return rows
+    return rows[np.argsort(np.asarray(emb.keys)[rows].astype(str), kind="stable")]  # key order, not row order
 
 
 def selected_uids(keys: list[str], embeddings_dir: Path, dataset_dir: str | None) -> list[str]:

@@ -1,8 +1,8 @@
 """The exact ClipCov greedy: per-class sequences, merged by gain.
 
 Classes do not interact in F, so the global greedy's next pick is always the best next pick of some
-class: the global order is the k-way merge of the per-class greedy sequences by (gain desc, example
-index asc). This holds for any gains (the merge takes the best *head* at each step); a class whose
+class: the global order is the k-way merge of the per-class greedy sequences by (gain desc, tie rank
+asc; the selector's tie rank is the key rank, and a class' rows come in key order). This holds for any gains (the merge takes the best *head* at each step); a class whose
 computed sequence runs out during the merge is extended on demand, so truncation never changes the
 result.
 
@@ -19,7 +19,8 @@ Exactness against the plain greedy: the s values are exact (see ``terms.cross_do
 sums are kept *exactly* (an unevaluated float64 pair hi + lo, see ``terms.exact_add``) and a gain is
 ``a_j - fl(hi + lo) / n_k``: the correctly rounded exact sum, whatever order the terms were added in
 or however they were grouped (the lazy kernel adds a whole block of members at once). Lazy and plain
-therefore produce bit-identical gains and the same picks, ties included (lower example index first).
+therefore produce bit-identical gains and the same picks, ties included (lower position first: the
+selector hands each class its rows in key order, so the lower key).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class ClassGreedy:
     """The greedy sequence of one class, computed lazily and extendable.
 
     ``V``, ``T``: the class' rows, float16 bit patterns (uint16) or float16 values in any float dtype;
-    ``a``: modular scores, ``index``: the rows' global example indices (ascending), for tie-breaking;
+    ``a``: modular scores, ``index``: the rows' global tie ranks (ascending: key ranks), for the merge;
     ``row_stats``: the rows' screening statistics (``lazy_kernel.column_sums_and_stats``) if the caller
     has them; ``threads``: the torch threads to use for the int8 products (applied before each batch);
     ``lookahead_min``: the kernel's look-ahead threshold (a tuning constant; tests lower it).
@@ -72,7 +73,7 @@ class ClassGreedy:
         d = self.U.shape[1]
         self.seen = np.zeros(self.m, np.int64)
         self.bnd = np.full(self.m, -1, np.int64)
-        # keys -a_j with positions: index is ascending, so ties break by example index
+        # keys -a_j with positions: ties break by position (the rows come in key order: by key)
         self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
         lazy_kernel.heapify(self._hk, self._hi)
         max_v, max_t, norm_v, norm_t = row_stats
@@ -169,7 +170,7 @@ class ClassGreedy:
     def _step_plain(self, V: np.ndarray, T: np.ndarray) -> None:
         gains = marginal_gain(self.a, self.red_hi + self.red_lo, self.m)
         gains = np.where(self.taken, -np.inf, gains)
-        j = int(np.argmax(gains))  # first maximum: lowest local position = lowest example index
+        j = int(np.argmax(gains))  # first maximum: lowest local position (rows in key order: lowest key)
         self.taken[j] = True
         self._picks[self._n], self._gains[self._n] = j, gains[j]
         self._n += 1
@@ -195,13 +196,13 @@ def _grow(A: np.ndarray, rows: int) -> np.ndarray:
 class MergedSequence:
     cls: np.ndarray  # (B,) class of each pick
     local: np.ndarray  # (B,) position within its class
-    index: np.ndarray  # (B,) global example index
+    index: np.ndarray  # (B,) global tie rank of each pick (the selector's: key rank)
     gain: np.ndarray  # (B,) marginal gain
 
 
 def merge_sequences(classes: dict[int, ClassGreedy], budget: int, chunk_of=lambda g: max(16, len(g.picks)),
                     extend_many=None) -> MergedSequence:
-    """k-way merge of per-class sequences by (gain desc, example index asc), extending on demand.
+    """k-way merge of per-class sequences by (gain desc, tie rank asc), extending on demand.
 
     A class' sequence is a greedy's, so with tau >= 0 (F submodular) its gains never rise, and equal
     gains come in ascending index: each sequence is already in merge order, and the merge is the top
@@ -257,14 +258,14 @@ def _top_in_merge_order(gain: np.ndarray, index: np.ndarray, budget: int) -> tup
 
 
 def _in_merge_order(gains: np.ndarray, index: np.ndarray) -> bool:
-    """Gains never rise, and equal gains come in ascending example index."""
+    """Gains never rise, and equal gains come in ascending tie rank."""
     dg = np.diff(gains)
     return bool(np.all((dg < 0) | ((dg == 0) & (np.diff(index) > 0))))
 
 
 def _heap_merge(classes: dict[int, ClassGreedy], budget: int, chunk_of) -> MergedSequence:
     """The k-way merge with a heap of class heads (any sequences)."""
-    heads: list[tuple[float, int, int, int]] = []  # (-gain, example index, class, position)
+    heads: list[tuple[float, int, int, int]] = []  # (-gain, tie rank, class, position)
     for k, g in classes.items():
         if not g.picks and not g.exhausted:
             g.extend(chunk_of(g))
@@ -285,17 +286,20 @@ def _heap_merge(classes: dict[int, ClassGreedy], budget: int, chunk_of) -> Merge
                           np.array(out_idx, np.int64), np.array(out_gain, np.float64))
 
 
-def plain_greedy(V: np.ndarray, T: np.ndarray, labels: np.ndarray, a: np.ndarray, budget: int, tau: float) -> tuple[np.ndarray, np.ndarray]:
+def plain_greedy(V: np.ndarray, T: np.ndarray, labels: np.ndarray, a: np.ndarray, budget: int, tau: float,
+                 rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reference: recompute every candidate's gain over all classes at every step, pick the max
-    (ties: lower example index). O(B n d); for tests on small inputs."""
+    (ties: the lower ``rank``, e.g. the key rank; default: the lower example index). O(B n d); for
+    tests on small inputs."""
     n = len(a)
+    by_rank = np.arange(n) if rank is None else np.argsort(rank, kind="stable")
     sizes = np.bincount(labels)
     hi, lo = np.zeros(n, np.float64), np.zeros(n, np.float64)  # exact redundancy sums
     taken = np.zeros(n, bool)
     picks, gains = [], []
     for _ in range(budget):
         g = np.where(taken, -np.inf, marginal_gain(a, hi + lo, sizes[labels]))
-        j = int(np.argmax(g))
+        j = int(by_rank[np.argmax(g[by_rank])])  # the first maximum in rank order
         picks.append(j), gains.append(float(g[j]))
         taken[j] = True
         same = labels == labels[j]

@@ -56,12 +56,13 @@ class ClassUnit:
     sum_v: np.ndarray
     sum_t: np.ndarray
     n_valid: int
-    label_sim: np.ndarray  # (m,) of the class' valid rows
+    label_sim: np.ndarray  # (m,) of the class' valid rows, in key order
     source: object
     keep_state: bool = False  # return the greedy's state, to extend it in place (local threads only)
     threads: ThreadShare | None = None  # torch threads for this unit's worker (see imatmul.ThreadShare)
-    forced: np.ndarray | None = None  # positions (among the class' valid rows) the greedy must take first (select --keep)
+    forced: np.ndarray | None = None  # positions (among the class' valid rows in key order) the greedy must take first (select --keep)
     force: float = 0.0  # added to the forced rows' scores in the greedy only (above any gain difference)
+    order: np.ndarray | None = None  # the rows as loaded, permuted into key order (None: already in key order)
 
     def with_quota(self, quota: int) -> "ClassUnit":
         from dataclasses import replace
@@ -72,7 +73,7 @@ class ClassUnit:
 @dataclass(frozen=True)
 class ClassResult:
     k: int
-    picks: np.ndarray  # positions among the class' valid rows, greedy order
+    picks: np.ndarray  # positions among the class' valid rows in key order, greedy order
     gains: np.ndarray
     r: np.ndarray
     e: np.ndarray
@@ -139,6 +140,8 @@ def run_class_unit(unit: ClassUnit) -> ClassResult:
     if unit.threads is not None:
         unit.threads.apply()
     U, W = unit.source.load()
+    if unit.order is not None:  # key order: the class' arrays do not depend on the order rows come in
+        U, W = np.take(U, unit.order, axis=0), np.take(W, unit.order, axis=0)
     U, W = np.ascontiguousarray(U), np.ascontiguousarray(W)
     r, e, l, c, a, stats = class_terms(U, W, unit.label_sim, unit.sum_v, unit.sum_t, unit.n_valid, unit.alpha,
                                        unit.beta, unit.gamma, unit.tau, unit.r_mode)

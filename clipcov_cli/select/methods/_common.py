@@ -16,10 +16,14 @@ def chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
 
 
 def rowwise_dot(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """<a_i, b_i> for every row, in float32, one chunk at a time (memory-mapped inputs welcome)."""
+    """<a_i, b_i> for every row, returned in float32, one chunk at a time (memory-mapped inputs welcome).
+
+    Computed in float64: for float16 unit rows every product is a multiple of 2**-48 and every partial
+    sum is below 2, so the sum is exact whatever the order or vectorization, and a row's score cannot
+    depend on where the row sits (then it is rounded once to float32)."""
     out = np.empty(A.shape[0], np.float32)
     for sl in chunks(A.shape[0]):
-        out[sl] = np.einsum("ij,ij->i", np.asarray(A[sl], np.float32), np.asarray(B[sl], np.float32))
+        out[sl] = np.einsum("ij,ij->i", np.asarray(A[sl], np.float64), np.asarray(B[sl], np.float64))
     return out
 
 
@@ -38,3 +42,22 @@ def top_b(score: np.ndarray, keys: np.ndarray, valid: np.ndarray, budget: int) -
         idx = np.concatenate([above, tied])
     order = np.lexsort((keys[idx].astype(str), -score[idx].astype(np.float64)))
     return idx[order]
+
+
+def key_order(keys: np.ndarray) -> np.ndarray:
+    """Row indices in ascending key order (the order every tie breaks in)."""
+    keys = np.asarray(keys)
+    return np.argsort(keys if keys.dtype.kind == "U" else keys.astype(str), kind="stable")
+
+
+def key_ranks(keys: np.ndarray) -> np.ndarray:
+    """Each row's position in ascending key order (int64; keys are unique)."""
+    order = key_order(keys)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank
+
+
+def order_by_draw(rows: np.ndarray, draws: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``rows`` sorted by their draw, ties (equal draws) by key."""
+    return rows[np.lexsort((np.asarray(keys)[rows].astype(str), draws[rows]))]

@@ -5,6 +5,12 @@ rows into class-major order; each class is then a unit of work (``clipcov/units.
 its greedy sequence) run through the distributor seam (local threads or Ray tasks), and the
 per-class sequences are merged by gain (``clipcov/greedy.py``). Never materializes an n_k x n_k
 matrix (exact thresholded r is computed in row blocks); memory is O(n) plus the classes in flight.
+
+Order independence: a unit sees its class' rows in ascending *key* order (the rows are read in
+example order and permuted, unless they already are in key order), so every per-class number (terms,
+float32 products of exact r, the greedy, its ties: "lower position" is "lower key") is computed from
+the same arrays whatever order the corpus' rows come in; the corpus sums are exact, and the merge
+breaks ties across classes by key rank. The same rows give the same selection, bit for bit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from clipcov_cli.select.clipcov.greedy import merge_sequences
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, RowBuffers, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit, warm_up
+from clipcov_cli.select.methods._common import key_order
 from clipcov_cli.select.profile import profile, worker_count
 
 R_MODES = ("auto", "exact", "mean")
@@ -185,6 +192,9 @@ class ClipCovSelector(Selector):
             forced_all = np.zeros(embeddings.n, bool)
             forced_all[kept] = True
         label_sim = np.asarray(embeddings.label_sim)
+        by_key = key_order(embeddings.keys)  # example indices in key order: ties break by key
+        rank = np.empty(embeddings.n, np.int64)
+        rank[by_key] = np.arange(embeddings.n, dtype=np.int64)
         blocks = []  # (k, example indices of valid rows ascending, keep mask over the block)
         for k in range(len(grouped.starts) - 1):
             s, e = int(grouped.starts[k]), int(grouped.starts[k + 1])
@@ -193,6 +203,8 @@ class ClipCovSelector(Selector):
                 keep = valid_all[rows]
                 if keep.any():
                     blocks.append((k, rows[keep], keep))
+        # each class' rows in key order: the permutation of the rows as read (None: already in key order)
+        perms = {k: _key_permutation(rank[rows]) for k, rows, _ in blocks}
         sizes = np.array([len(rows) for _, rows, _ in blocks], np.int64)
         r_mode = resolve_r_mode(self.r_mode, self.tau, sizes, embeddings.d)
         self.notes.append(f"r computed with the '{r_mode}' method")
@@ -206,17 +218,18 @@ class ClipCovSelector(Selector):
         share = ThreadShare(1)  # torch threads of the local workers (one each until a single unit is left)
         for k, rows, keep in blocks:
             factor = STATE_QUOTA_FACTOR if k in stateful else QUOTA_FACTOR
-            forced = np.flatnonzero(forced_all[rows]) if forced_all is not None else None
+            by_key_k = rows if perms[k] is None else rows[perms[k]]
+            forced = np.flatnonzero(forced_all[by_key_k]) if forced_all is not None else None  # key-order positions
             quota = min(len(rows), math.ceil(factor * budget * len(rows) / n_valid) + 16 + len(forced if forced is not None else ()))
             source = PartsSource(grouped.parts, rows) if remote else \
                 GroupedSource(grouped, k, keep, None if k in stateful else buffers)  # a kept state keeps its rows
             units.append(ClassUnit(k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, grouped.sum_v,
-                                   grouped.sum_t, n_valid, label_sim[rows].astype(np.float32), source,
+                                   grouped.sum_t, n_valid, label_sim[by_key_k].astype(np.float32), source,
                                    keep_state=k in stateful, threads=ThreadShare(1) if remote else share,
                                    forced=forced if forced is not None and len(forced) else None,
-                                   force=self.force_offset()))
+                                   force=self.force_offset(), order=perms[k]))
         units.sort(key=lambda u: -len(u.label_sim))  # largest first: the longest unit starts first
-        index_of = {k: rows for k, rows, _ in blocks}
+        index_of = {k: rows if perms[k] is None else rows[perms[k]] for k, rows, _ in blocks}  # in key order
         cols = {name: np.full(embeddings.n, np.nan) for name in ("r", "e", "l", "c", "a")}
         workers = self._workers()
         # local threads: one BLAS / torch thread each (the classes are the parallelism; a multi-threaded BLAS
@@ -243,7 +256,7 @@ class ClipCovSelector(Selector):
                     rows = index_of[res.k]
                     for name in cols:  # O(n) record of every row's terms, for the output and summary
                         cols[name][rows] = getattr(res, name)
-                    sources[res.k] = _ClassSequence(units[i], res, rows, rerun)
+                    sources[res.k] = _ClassSequence(units[i], res, rank[rows], rerun)  # ties: key rank
                     self.stats.append(res.stats)
                     unit_seconds.append(res.seconds)
                 t_units = time.perf_counter()
@@ -279,13 +292,20 @@ class ClipCovSelector(Selector):
                  f"{max(unit_seconds, default=0):.2f} s, sum {sum(unit_seconds):.2f} s; "
                  f"kernel counters {np.sum(self.stats, axis=0).tolist() if self.stats else []}")
         self.stats.append(np.array([restarts], np.int64))
-        idx = merged.index
+        idx = by_key[merged.index]  # the merge's index is the key rank
         terms_out = {"class": labels_all[idx]}
         terms_out.update({name: arr[idx] for name, arr in cols.items()})
         return Selection(indices=idx, score=merged.gain, terms=terms_out, all_scores=cols["a"])
 
     def _workers(self) -> int:
         return worker_count(self.workers)
+
+
+def _key_permutation(ranks: np.ndarray) -> np.ndarray | None:
+    """The permutation putting rows of these key ranks in ascending key order; None when they already are."""
+    if len(ranks) < 2 or bool(np.all(ranks[1:] > ranks[:-1])):
+        return None
+    return np.argsort(ranks, kind="stable")
 
 
 def _quietly(fn: Callable[[], object]) -> None:

@@ -1,6 +1,10 @@
 """NegCLIPLoss baseline (Wang et al. 2024): the CLIP loss of each pair against a random batch,
 normalized by its negatives, averaged over shuffles; keep the top B.
 
+The shuffles are drawn by key (repeat r orders the rows by ``keyed_draws(seed, stream=r)``, ties by
+key) and each batch is scored in that order, so the batches, their scores and the selection depend on
+the seed and the keys only, never on the order the rows come in.
+
 score_i = S_ii - (tau/2) * [logsumexp_j(S_ij / tau) + logsumexp_j(S_ji / tau)],  S = F G^T per batch.
 """
 
@@ -13,7 +17,8 @@ import numpy as np
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
-from clipcov_cli.select.methods._common import top_b
+from clipcov_cli.select.methods._common import order_by_draw, top_b
+from clipcov_cli.utils.keyed import key_hashes, keyed_draws
 
 
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
@@ -41,13 +46,17 @@ class NegClipLossSelector(Selector):
 
     def select(self, embeddings: EmbeddingSet, budget: int) -> Selection:
         valid = np.flatnonzero(embeddings.valid)
-        rng = np.random.default_rng(self.seed)
+        hashes = np.zeros(embeddings.n, np.uint64)
+        hashes[valid] = key_hashes(embeddings.keys[valid])
         total = np.zeros(embeddings.n, np.float64)
-        for _ in range(self.repeats):
-            perm = valid[rng.permutation(len(valid))]
+        for r in range(self.repeats):
+            perm = order_by_draw(valid, keyed_draws(hashes, self.seed, stream=r), embeddings.keys)
             for s in range(0, len(perm), self.batch):
-                b = np.sort(perm[s: s + self.batch])
-                total[b] += negclip_batch_scores(embeddings.img[b], embeddings.txt[b], self.temperature)
+                b = perm[s: s + self.batch]  # scored in this order (the sums in logsumexp follow it)
+                rows = np.sort(b)  # read in ascending order (memory maps), then put in the batch's order
+                back = np.searchsorted(rows, b)
+                F, G = np.asarray(embeddings.img[rows])[back], np.asarray(embeddings.txt[rows])[back]
+                total[b] += negclip_batch_scores(F, G, self.temperature)
         score = np.where(embeddings.valid, total / self.repeats, np.nan)
         idx = top_b(np.nan_to_num(score, nan=-np.inf), embeddings.keys, embeddings.valid, budget)
         return Selection(indices=idx, score=score[idx], all_scores=score)
