@@ -60,7 +60,7 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None) -> ExportRes
     finished = layout.complete(fp)
     if finished is not None:
         return _already_complete(finished, cfg, dataset, t0)
-    layout.check(fp, dataset, cfg.overwrite)  # everything above only reads
+    layout.check(fp, dataset, cfg.overwrite, cfg.subset_dir)  # everything above only reads
     plan = make_plan(keys, dataset, report)
     if plan.missing and not cfg.allow_missing:
         raise missing_error(plan.missing, dataset, plan.unreadable)

@@ -18,8 +18,9 @@ from clipcov_cli.select.methods import METHODS, make_selector
 from clipcov_cli.select.profile import process_age, profile, worker_count
 from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
-from clipcov_cli.select.writer import selection_table, write_subset
+from clipcov_cli.select.writer import SELECT_OWNED, selection_table, write_subset
 from clipcov_cli.utils.budget import parse_budget
+from clipcov_cli.utils.overwrite import check_replaceable
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,22 @@ def _check(cfg: SelectConfig) -> None:
             raise ClipcovError("--out is required (or use --dry-run)")
         if cfg.out.exists() and not cfg.overwrite:
             raise ClipcovError(f"{cfg.out} exists: choose another --out or pass --overwrite")
+        if cfg.overwrite:
+            check_replaceable(cfg.out, SELECT_OWNED, _inputs(cfg.input))
+
+
+def _inputs(path: Path) -> list:
+    """The folders select reads: the input, its embeddings folder and the dataset it was made from."""
+    import json
+
+    found = [path]
+    for emb in (path, path / "embeddings"):
+        try:
+            found += [emb, json.loads((emb / "clipcov.json").read_text()).get("dataset_dir")]
+            break
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def run_select(cfg: SelectConfig) -> SelectResult:

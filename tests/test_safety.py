@@ -1,0 +1,136 @@
+"""Bad inputs and faults (issue #19): `--overwrite` never deletes data, outputs get the user's umask,
+a killed run's temporary folders go on the next run, `1e3`-style budgets. Each error is one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipcov_cli.errors import ClipcovError
+from clipcov_cli.utils.budget import parse_budget
+from tests.export_helpers import make_source
+from tests.select_helpers import clustered, write_embeddings_folder
+
+
+def clipcov(*args, umask: int | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> sha256): what "intact" means below."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_error_line(r: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert r.returncode == code, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> Path:
+    """A dataset folder as the pipeline leaves it: source shards plus embeddings/ with labels."""
+    ds = tmp_path / "parent" / "ds"
+    make_source(ds, shards=2, per=20)
+    V, T, labels, Z = clustered(40, 8, 3, seed=1)
+    keys = np.array([f"{s:05d}{i:04d}" for s in range(2) for i in range(20)])
+    sim = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels])
+    emb = write_embeddings_folder(ds / "embeddings", V, T, keys, labels, sim, parts=2)
+    meta = json.loads((emb / "clipcov.json").read_text())
+    (emb / "clipcov.json").write_text(json.dumps(meta | {"dataset_dir": str(ds.resolve())}))
+    (tmp_path / "parent" / "notes.txt").write_text("the user's own file\n")
+    return ds
+
+
+@pytest.mark.parametrize("where", ["input", "embeddings", "parent", "foreign"])
+def test_select_overwrite_never_deletes_data(tmp_path, dataset, where):
+    out = {"input": dataset, "embeddings": dataset / "embeddings", "parent": dataset.parent,
+           "foreign": tmp_path / "mine"}[where]
+    if where == "foreign":
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+    before = tree(tmp_path)
+    line = one_error_line(clipcov("select", dataset, "--budget", "50%", "--method", "random", "--out", out, "--overwrite"))
+    assert "--overwrite refused" in line
+    assert tree(tmp_path) == before
+
+
+def test_select_overwrite_onto_a_file_is_one_line(tmp_path, dataset):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    line = one_error_line(clipcov("select", dataset, "--budget", "5", "--method", "random", "--out", f, "--overwrite"))
+    assert "is a file" in line and f.read_text() == "x"
+
+
+def test_select_overwrite_replaces_its_own_subset_and_its_export(tmp_path, dataset):
+    out = tmp_path / "subset"
+    assert clipcov("select", dataset, "--budget", "10", "--method", "random", "--out", out).returncode == 0
+    r = clipcov("export", out)
+    assert r.returncode == 0, r.stderr
+    r = clipcov("select", dataset, "--budget", "5", "--method", "random", "--out", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "manifest.json").read_text())["budget"]["met"] == 5
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "selection.parquet"]
+
+
+def test_export_overwrite_refuses_the_dataset_parent_and_foreign_files(tmp_path, dataset):
+    subset = tmp_path / "subset"
+    assert clipcov("select", dataset, "--budget", "10", "--method", "random", "--out", subset).returncode == 0
+    before = tree(tmp_path)
+    for out in (dataset.parent, tmp_path):
+        line = one_error_line(clipcov("export", subset, "--out", out, "--overwrite"))
+        assert "--overwrite refused" in line and "contains the input" in line
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "00000.txt").write_text("mine")
+    line = one_error_line(clipcov("export", subset, "--out", mine, "--overwrite"))
+    assert "not written by clipcov export" in line and (mine / "00000.txt").read_text() == "mine"
+    assert tree(tmp_path) == before | {"mine/00000.txt": hashlib.sha256(b"mine").hexdigest()}
+
+
+def test_embed_overwrite_refuses_the_dataset_folder(tmp_path, dataset):
+    before = tree(tmp_path)
+    line = one_error_line(clipcov("embed", dataset, "--out", dataset, "--overwrite", "--model-config", "clipcov-tiny"))
+    assert "--overwrite refused" in line and "input" in line
+    line = one_error_line(clipcov("embed", dataset, "--out", dataset.parent, "--overwrite"))
+    assert "contains the input" in line
+    assert tree(tmp_path) == before
+
+
+def test_outputs_follow_the_umask_and_stale_temporaries_go(tmp_path, dataset):
+    out = tmp_path / "subset"
+    stale = tmp_path / ".subset.k2j4x9q1.tmp"  # what a select killed while writing leaves
+    stale.mkdir()
+    (stale / "selection.parquet").write_bytes(b"partial")
+    other = tmp_path / ".subset.zzzzzzzz.tmp"  # not select's: kept
+    other.mkdir()
+    (other / "keep.me").write_text("x")
+    r = clipcov("select", dataset, "--budget", "5", "--method", "random", "--out", out, umask=0o022)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "manifest.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "selection.parquet").stat().st_mode) == 0o644
+    assert not stale.exists() and (other / "keep.me").exists()
+
+
+@pytest.mark.parametrize("text,count", [("1e3", 1000), ("2.5e2", 250), ("1E4", 10000), ("1e1%", None)])
+def test_budgets_in_exponent_notation(text, count):
+    b = parse_budget(text)
+    assert b.count == count and (count is not None or b.fraction == pytest.approx(0.1))
+
+
+def test_budget_exponent_must_still_be_whole():
+    with pytest.raises(ClipcovError, match="whole number"):
+        parse_budget("1e-3")
