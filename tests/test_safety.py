@@ -134,3 +134,67 @@ def test_budgets_in_exponent_notation(text, count):
 def test_budget_exponent_must_still_be_whole():
     with pytest.raises(ClipcovError, match="whole number"):
         parse_budget("1e-3")
+
+
+def emb_folder(root: Path, n: int = 60, k: int = 3, parts: int = 2, edit=None) -> Path:
+    """An embeddings folder (unit rows, labels) after ``edit(V, T, labels, sims)`` damaged it in place."""
+    V, T, labels, Z = clustered(n, 8, k, seed=3)
+    V, T = V.copy(), T.copy()
+    keys = np.array([f"{i:09d}" for i in range(n)])
+    sims = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels]).astype(np.float32)
+    if edit is not None:
+        edit(V, T, labels, sims)
+    root = write_embeddings_folder(root, V, T, keys, labels, sims, parts=parts)
+    meta = json.loads((root / "clipcov.json").read_text())
+    meta["classes"] |= {"count": k, "names": [f"class{i}" for i in range(k)]}
+    (root / "clipcov.json").write_text(json.dumps(meta))
+    return root
+
+
+def select_in_process(emb: Path, out: Path, method: str = "clipcov", budget: str = "20"):
+    from clipcov_cli.select.runner import SelectConfig, run_select
+
+    return run_select(SelectConfig(input=emb, out=out, budget=budget, method=method, workers=2))
+
+
+def test_nan_label_sim_on_a_usable_row_is_one_line(tmp_path):
+    def nan_sim(V, T, labels, sims):
+        sims[7] = np.nan
+
+    emb = emb_folder(tmp_path / "e", edit=nan_sim)
+    line = one_error_line(clipcov("select", emb, "--budget", "20", "--out", tmp_path / "s"))
+    assert "label_sim" in line and "000000007" in line and "--relabel" in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_nan_label_sim_of_an_excluded_row_is_only_counted(tmp_path):
+    def nan_row(V, T, labels, sims):
+        V[7] = np.nan
+        sims[7] = np.nan
+
+    res = select_in_process(emb_folder(tmp_path / "e", edit=nan_row), tmp_path / "s")
+    assert res.manifest["excluded"]["nan"] == 1 and "000000007" not in res.keys
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_labels_outside_the_classes_are_one_line(tmp_path, bad):
+    def relabel(V, T, labels, sims):
+        labels[11] = bad
+
+    emb = emb_folder(tmp_path / "e", edit=relabel)
+    for method in ("clipcov", "random"):
+        line = one_error_line(clipcov("select", emb, "--budget", "20", "--method", method, "--out", tmp_path / method))
+        assert f"pseudo_label {bad} is outside [0, 3)" in line
+
+
+@pytest.mark.parametrize("method", ["clipcov", "clip-score", "random"])
+def test_rows_off_unit_norm_are_excluded_and_counted(tmp_path, method):
+    def scale(V, T, labels, sims):
+        V[20] = (V[20].astype(np.float32) * 50).astype(np.float16)  # norm 50
+        T[21] = (T[21].astype(np.float32) * 0.5).astype(np.float16)  # norm 0.5
+
+    res = select_in_process(emb_folder(tmp_path / "e", edit=scale), tmp_path / "s", method, budget="58")
+    assert res.manifest["excluded"] == {"nan": 0, "zero_norm": 0, "off_norm": 2}
+    assert len(res.keys) == 58 and not {"000000020", "000000021"} & set(res.keys)
+    gains = np.asarray(__import__("pyarrow.parquet", fromlist=["x"]).read_table(tmp_path / "s" / "selection.parquet")["gain"])
+    assert method == "random" or np.isfinite(gains).all()

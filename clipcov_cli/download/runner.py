@@ -37,6 +37,35 @@ def _stdout_to(logf):
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _children_die_with_us(active: bool):
+    """img2dataset's process pool, its logger and multiprocessing's resource tracker are started
+    with ``spawn`` (``multiprocessing.util.spawnv_passfds``): each is made to ask Linux to kill it
+    when this process dies (``PR_SET_PDEATHSIG``), so a SIGKILLed download leaves no orphan."""
+    if not active or not sys.platform.startswith("linux"):
+        yield
+        return
+    from multiprocessing import util
+
+    original = util.spawnv_passfds
+    guard = ("import ctypes as _c, os as _o, signal as _s\n"
+             "try:\n _c.CDLL(None, use_errno=True).prctl(1, int(_s.SIGKILL))\nexcept Exception:\n pass\n"
+             f"_o.getppid() == {os.getpid()} or _o._exit(1)\n")
+
+    def spawn(path, args, passfds):
+        args = list(args)
+        if "-c" in args[:-1]:
+            i = args.index("-c") + 1
+            args[i] = guard + args[i]
+        return original(path, args, passfds)
+
+    util.spawnv_passfds = spawn
+    try:
+        yield
+    finally:
+        util.spawnv_passfds = original
+
+
 def _engine(cfg: DownloadConfig):
     """Ray up for ``--engine ray`` (img2dataset's Ray distributor needs ``ray.init`` done by the caller)."""
     if cfg.engine != "ray":
@@ -51,7 +80,7 @@ def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log:
     import img2dataset
 
     # absolute paths: Ray workers (maybe on other nodes, over shared storage) do not share our cwd
-    with _engine(cfg), open(log, "a") as logf, _stdout_to(logf):
+    with _engine(cfg), open(log, "a") as logf, _stdout_to(logf), _children_die_with_us(cfg.engine == "local"):
         try:
             img2dataset.download(
                 url_list=str(urls.path.resolve()), input_format="parquet", url_col=urls.url_col,
@@ -156,4 +185,4 @@ def run_download(cfg: DownloadConfig, echo=print) -> DownloadSummary:
             raise JobFailed(f"{len(missing)} of {expected} shards did not complete (first: {missing[0]:05d}); "
                             f"see {log} and re-run the same command to resume")
     shutil.rmtree(cfg.out_dir / "_tmp", ignore_errors=True)
-    return summarize(cfg.out_dir, before, time.time() - t0, frozenset(_retried_keys(cfg)))
+    return summarize(cfg.out_dir, before, time.time() - t0, frozenset(_retried_keys(cfg)), urls.refused)

@@ -111,14 +111,14 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             "source": {"dataset_dir": info.dataset_dir, "embeddings_dir": str(info.root),
                        "fingerprint": info.fingerprint, "rows": emb.n},
             "class_histogram": {"before": before, "after": after},
-            "excluded": {"nan": info.excluded_nan, "zero_norm": info.excluded_zero},
+            "excluded": {"nan": info.excluded_nan, "zero_norm": info.excluded_zero, "off_norm": info.excluded_off_norm},
             "tool_version": __version__,
             "wall_time_s": round(time.time() - t0, 3),
         }
         profile(f"selected {time.time() - t0:.2f} s")
         write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
         profile(f"written {time.time() - t0:.2f} s")
-        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
+        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero + info.excluded_off_norm)
         result = SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
         failed = False
         return result
