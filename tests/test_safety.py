@@ -198,3 +198,31 @@ def test_rows_off_unit_norm_are_excluded_and_counted(tmp_path, method):
     assert len(res.keys) == 58 and not {"000000020", "000000021"} & set(res.keys)
     gains = np.asarray(__import__("pyarrow.parquet", fromlist=["x"]).read_table(tmp_path / "s" / "selection.parquet")["gain"])
     assert method == "random" or np.isfinite(gains).all()
+
+
+@pytest.mark.parametrize("with_parquet", [True, False])
+def test_truncated_source_shard_exports_what_is_readable_with_allow_missing(tmp_path, with_parquet):
+    from clipcov_cli.export import ExportConfig, run_export
+    from tests.export_helpers import make_subset, read_back
+
+    samples = make_source(tmp_path / "data", shards=2, per=10)
+    tar = tmp_path / "data" / "00001.tar"
+    raw = tar.read_bytes()
+    tar.write_bytes(raw[: len(raw) // 2 + 100])  # cut inside a member, as a partial copy leaves it
+    if not with_parquet:  # the keys then come from the tar's headers
+        (tmp_path / "data" / "00001.parquet").unlink()
+    import webdataset as wds
+
+    readable = [s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False, handler=wds.ignore_and_stop)]
+    sub = make_subset(tmp_path / "s", sorted(samples), tmp_path / "data")
+    line = one_error_line(clipcov("export", sub))
+    assert "--allow-missing" in line and ("00001.tar (truncated)" in line or not with_parquet)
+    res = run_export(ExportConfig(subset_dir=sub, allow_missing=True))
+    got = [s["__key__"] for s in read_back(sub / "shards")]
+    assert set(got) >= {k for k in samples if k.startswith("00000")}
+    assert set(readable[:-1]) <= set(got) - {k for k in samples if k.startswith("00000")} <= set(readable)
+    assert len(got) + len(res.missing) == len(samples) and len(res.missing) >= 10 - len(readable)
+    for s in read_back(sub / "shards"):  # what was copied is byte-identical
+        assert s["jpg"] == samples[s["__key__"]]["jpg"]
+    again = clipcov("export", sub, "--allow-missing")  # a re-run finds it complete
+    assert again.returncode == 0 and "already complete" in again.stderr
