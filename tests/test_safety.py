@@ -226,3 +226,68 @@ def test_truncated_source_shard_exports_what_is_readable_with_allow_missing(tmp_
         assert s["jpg"] == samples[s["__key__"]]["jpg"]
     again = clipcov("export", sub, "--allow-missing")  # a re-run finds it complete
     assert again.returncode == 0 and "already complete" in again.stderr
+
+
+def test_eval_on_an_undecodable_image_is_one_line(tmp_path):
+    from clipcov_cli.evaluate.data import load_eval_set
+
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "data" / "cat" / "a.jpg").write_text("<html>not an image</html>")
+    with pytest.raises(ClipcovError, match=r"a\.jpg cannot be decoded"):
+        load_eval_set(tmp_path / "data", None)
+
+
+@pytest.fixture()
+def train_data(tmp_path) -> Path:
+    make_source(tmp_path / "train", shards=1, per=10, real_jpeg=True)
+    return tmp_path / "train"
+
+
+def last_error_line(r: subprocess.CompletedProcess, code: int = 2) -> str:
+    """open_clip_train logs to stderr while it runs: the error is the last line, no traceback."""
+    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error:") and sum(ln.startswith("error:") for ln in r.stderr.splitlines()) == 1
+    return line
+
+
+def _pretrain(data: Path, out: Path) -> subprocess.CompletedProcess:
+    return clipcov("pretrain", data, "--out", out, "--epochs", "1", "--batch-size", "5", "--device", "cpu", timeout=400)
+
+
+def test_pretrain_refuses_a_planted_pickle_on_resume(tmp_path, train_data):
+    import torch
+
+    marker = tmp_path / "payload-ran"
+    ckpt = tmp_path / "run" / "clipcov" / "checkpoints" / "epoch_1.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "state_dict": _Payload(str(marker))}, ckpt)
+    line = one_error_line(_pretrain(train_data, tmp_path / "run"))
+    assert "weights_only=True" in line and str(ckpt) in line
+    assert not marker.exists()
+
+
+class _Payload:
+    """Unpickling it (weights_only=False) would create a file: the refusal is seen in its absence."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pretrain_resuming_another_models_checkpoint_is_one_line(tmp_path, train_data):
+    import torch
+
+    ckpt = tmp_path / "run" / "clipcov" / "checkpoints" / "epoch_1.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "state_dict": {"visual.other.weight": torch.zeros(3, 3)}, "optimizer": {}}, ckpt)
+    line = last_error_line(_pretrain(train_data, tmp_path / "run"))
+    assert "not a checkpoint of this model" in line
+
+
+def test_pretrain_on_bad_input_leaves_no_empty_out(tmp_path):
+    one_error_line(_pretrain(tmp_path / "nope", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipcov_cli.errors import ClipcovError, JobFailed
-from clipcov_cli.pretrain.adapter import build_argv, checkpoints, run_open_clip_train
+from clipcov_cli.pretrain.adapter import build_argv, checked_resume, checkpoints, run_open_clip_train
 from clipcov_cli.pretrain.config import PretrainConfig
 from clipcov_cli.pretrain.inputs import resolve_input
 
@@ -30,10 +31,17 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
         from clipcov_cli.models import register_model_config
 
         register_model_config(cfg.model_config)
+    created = not cfg.out.exists()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    data = resolve_input(cfg.data, cfg.out)
+    try:
+        data = resolve_input(cfg.data, cfg.out)
+        resume = checked_resume(cfg.out)
+    except ClipcovError:
+        if created and not any(p.is_file() for p in cfg.out.rglob("*")):  # bad input: no empty --out left
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     argv = build_argv(cfg, data, device)
-    code = run_open_clip_train(argv)
+    code = run_open_clip_train(argv, resume)
     ckpts = checkpoints(cfg.out)
     if code != 0 or not ckpts:
         raise JobFailed(f"open_clip_train failed (exit {code}); see {cfg.out}/clipcov/out.log")
