@@ -100,12 +100,20 @@ def test_export_overwrite_refuses_the_dataset_parent_and_foreign_files(tmp_path,
     assert tree(tmp_path) == before | {"mine/00000.txt": hashlib.sha256(b"mine").hexdigest()}
 
 
-def test_embed_overwrite_refuses_the_dataset_folder(tmp_path, dataset):
+@pytest.mark.parametrize("where", ["dataset", "parent", "clip-retrieval"])
+def test_embed_overwrite_never_deletes_data(tmp_path, dataset, where):
+    from tests.embed_helpers import tiny_checkpoint, vocab_files
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    classes, templates = vocab_files(tmp_path)
+    out = {"dataset": dataset, "parent": dataset.parent, "clip-retrieval": tmp_path / "cr"}[where]
+    if where == "clip-retrieval":  # another tool's embeddings folder (no clipcov.json)
+        (out / "img_emb").mkdir(parents=True)
+        np.save(out / "img_emb" / "img_emb_0.npy", np.ones((2, 4), np.float16))
     before = tree(tmp_path)
-    line = one_error_line(clipcov("embed", dataset, "--out", dataset, "--overwrite", "--model-config", "clipcov-tiny"))
-    assert "--overwrite refused" in line and "input" in line
-    line = one_error_line(clipcov("embed", dataset, "--out", dataset.parent, "--overwrite"))
-    assert "contains the input" in line
+    line = one_error_line(clipcov("embed", dataset, "--out", out, "--overwrite", "--model", "clipcov-tiny",
+                                  "--pretrained", ckpt, "--classes", classes, "--templates", templates, "--workers", "0"))
+    assert "--overwrite refused" in line
     assert tree(tmp_path) == before
 
 

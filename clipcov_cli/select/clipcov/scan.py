@@ -46,6 +46,16 @@ NORM_TOLERANCE = 0.01  # rows are unit vectors (contract 2); float16 rounding mo
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _squared_norm(r):
+    """Sum of squares of a float32 row, in any order (fastmath: it vectorizes); for a tolerance
+    check only, never for the sums."""
+    s = np.float32(0.0)
+    for q in range(r.shape[0]):
+        s += r[q] * r[q]
+    return s
+
+
 @njit(cache=True, nogil=True)
 def _scan_rows(U, W, valid, sum_v, sum_t, norm_tol=NORM_TOLERANCE):
     """Flag rows (NaN/inf in either modality, else zero norm in either, else a norm off 1 by more
@@ -79,11 +89,8 @@ def _scan_rows(U, W, valid, sum_v, sum_t, norm_tol=NORM_TOLERANCE):
         else:
             load_row(U, i, rv, rvb)
             load_row(W, i, rt, rtb)
-            nv = 0.0
-            nt = 0.0
-            for q in range(d):
-                nv += rv[q] * rv[q]
-                nt += rt[q] * rt[q]
+            nv = _squared_norm(rv)
+            nt = _squared_norm(rt)
             if not (lo <= nv <= hi and lo <= nt <= hi):
                 valid[i] = False
                 off += 1
