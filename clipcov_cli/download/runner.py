@@ -39,22 +39,26 @@ def _stdout_to(logf):
 
 @contextlib.contextmanager
 def _children_die_with_us(active: bool):
-    """img2dataset's process pool, its logger and multiprocessing's resource tracker are started
-    with ``spawn`` (``multiprocessing.util.spawnv_passfds``): each is made to ask Linux to kill it
-    when this process dies (``PR_SET_PDEATHSIG``), so a SIGKILLed download leaves no orphan."""
-    if not active or not sys.platform.startswith("linux"):
+    """img2dataset's process pool and its logger are started with ``spawn``
+    (``multiprocessing.util.spawnv_passfds``): each starts a watcher thread that ends it when this
+    process is gone (its parent changes), so a SIGKILLed download leaves no orphan; multiprocessing's
+    resource tracker then sees its pipe close, cleans up and exits by itself. (Not PR_SET_PDEATHSIG:
+    it fires when the creating *thread* ends, and the pool's handler thread creates workers.)"""
+    if not active:
         yield
         return
     from multiprocessing import util
 
     original = util.spawnv_passfds
-    guard = ("import ctypes as _c, os as _o, signal as _s\n"
-             "try:\n _c.CDLL(None, use_errno=True).prctl(1, int(_s.SIGKILL))\nexcept Exception:\n pass\n"
-             f"_o.getppid() == {os.getpid()} or _o._exit(1)\n")
+    guard = ("import os as _o, threading as _t, time as _tm\n"
+             f"def _clipcov_guard(p={os.getpid()}):\n"
+             " while _o.getppid() == p:\n  _tm.sleep(0.5)\n _o._exit(1)\n"
+             f"_o.getppid() == {os.getpid()} or _o._exit(1)\n"
+             "_t.Thread(target=_clipcov_guard, daemon=True, name='clipcov-orphan-guard').start()\n")
 
     def spawn(path, args, passfds):
         args = list(args)
-        if "-c" in args[:-1]:
+        if "-c" in args[:-1] and "resource_tracker" not in args[args.index("-c") + 1]:
             i = args.index("-c") + 1
             args[i] = guard + args[i]
         return original(path, args, passfds)
