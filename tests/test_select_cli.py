@@ -100,7 +100,7 @@ def test_nan_and_zero_rows_are_excluded_and_counted(tmp_path):
     assert r.returncode == 0, r.stderr
     assert set(r.stdout.split()) == set(keys) - {keys[3], keys[7]}
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert m["excluded"] == {"nan": 1, "zero_norm": 1}
+    assert m["excluded"] == {"nan": 1, "zero_norm": 1, "off_norm": 0}
     r = clipcov("select", d, "--budget", "49", "--out", tmp_path / "o2")
     assert r.returncode == 2 and "larger than the corpus" in r.stderr
 
@@ -111,8 +111,12 @@ def test_existing_out_needs_overwrite(emb_dir, tmp_path):
     r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s")
     assert r.returncode == 2 and "--overwrite" in r.stderr and (tmp_path / "s" / "keep.txt").exists()
     r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite")
-    assert r.returncode == 0 and not (tmp_path / "s" / "keep.txt").exists()
-    assert (tmp_path / "s" / "selection.parquet").exists()
+    assert r.returncode == 2 and "--overwrite refused" in r.stderr  # not select's folder: never deleted
+    assert (tmp_path / "s" / "keep.txt").exists() and not (tmp_path / "s" / "selection.parquet").exists()
+    (tmp_path / "s" / "keep.txt").unlink()
+    assert clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite").returncode == 0
+    r = clipcov("select", emb_dir, "--budget", "6", "--out", tmp_path / "s", "--overwrite")
+    assert r.returncode == 0 and json.loads((tmp_path / "s" / "manifest.json").read_text())["budget"]["met"] == 6
 
 
 @pytest.mark.parametrize("patch,msg", [

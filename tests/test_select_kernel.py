@@ -10,7 +10,7 @@ import pytest
 
 from clipcov_cli.select.clipcov import imatmul, lazy_kernel
 from clipcov_cli.select.methods import ClipCovSelector
-from tests.select_helpers import clustered, embedding_set
+from tests.select_helpers import clustered, embedding_set, unit
 
 
 @pytest.mark.parametrize("name", ["load_row", "_load_row_int", "_load_row_hw"])
@@ -209,28 +209,31 @@ def test_top_dot_products_are_exact_both_ways(picks):
 
 def test_scan_flags_every_special_float16_and_sums_the_rest():
     """NaN and inf (any sign or payload) in either modality flag a row as NaN; an all-zero row (either
-    sign of zero) in either modality as zero; the sums take exactly the other rows."""
-    from clipcov_cli.select.clipcov.scan import _scan_rows
+    sign of zero) in either modality as zero; a row off unit norm (beyond the tolerance) as off-norm;
+    the sums take exactly the other rows."""
+    from clipcov_cli.select.clipcov.scan import NORM_TOLERANCE, _scan_rows
 
     d = 40
     rng = np.random.default_rng(5)
-    V = (rng.normal(size=(200, d)) * 0.1).astype(np.float16)
-    T = (rng.normal(size=(200, d)) * 0.1).astype(np.float16)
+    V = unit(rng.normal(size=(200, d))).astype(np.float16)
+    T = unit(rng.normal(size=(200, d))).astype(np.float16)
     V[3, 7] = np.inf
     V[4, 0] = -np.inf
     T[5, 39] = np.nan
     T[6] = np.frombuffer(np.uint16(0x7E01).tobytes() * d, np.float16)  # NaN with a payload
     V[7] = 0
     T[8] = -0.0
-    V[9] = np.float16(2.0**-24)  # subnormal, not zero
-    V[10, 1] = np.float16(65504)  # the largest finite value
+    V[9] = np.float16(2.0**-24)  # subnormal, not zero: off unit norm
+    V[10, 1] = np.float16(65504)  # the largest finite value: off unit norm
+    T[11] *= np.float16(1 + 2 * NORM_TOLERANCE)  # just off
+    T[12] *= np.float16(1 + NORM_TOLERANCE / 2)  # within the tolerance: kept
     valid = np.empty(200, bool)
     sv, st = np.zeros(d), np.zeros(d)
-    nan, zero = _scan_rows(V.view(np.uint16), T.view(np.uint16), valid, sv, st)
+    nan, zero, off = _scan_rows(V.view(np.uint16), T.view(np.uint16), valid, sv, st)
     bad = ~(np.isfinite(V).all(1) & np.isfinite(T).all(1))
     zeros = ~bad & ((V == 0).all(1) | (T == 0).all(1))
-    assert nan == bad.sum() == 4 and zero == zeros.sum() == 2
-    assert np.array_equal(valid, ~(bad | zeros))
+    assert nan == bad.sum() == 4 and zero == zeros.sum() == 2 and off == 3
+    assert np.array_equal(valid, ~(bad | zeros) & ~np.isin(np.arange(200), [9, 10, 11])) and valid[12]
     assert np.array_equal(sv, V[valid].astype(np.float64).sum(0))
     assert np.array_equal(st, T[valid].astype(np.float64).sum(0))
 

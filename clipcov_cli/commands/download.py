@@ -38,20 +38,28 @@ def download(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-download only failed samples, into new shards."),
     engine: str = typer.Option("local", help="local (img2dataset's process pool) or ray (img2dataset's Ray distributor)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster \\[default: start a local Ray instance]."),
+    min_success: float = typer.Option(0.0, "--min-success", help="Fail (exit 1) when the share of samples downloaded is below this fraction; a download with no success always fails."),
+    allow_file_urls: bool = typer.Option(False, "--allow-file-urls", help="Also fetch file:// URLs (local files); by default only http(s) lines are fetched, the others refused and counted."),
 ) -> None:
     """Download a URL+caption list into WebDataset shards (img2dataset), resumably."""
     from clipcov_cli.download import DownloadConfig, load_recipe, run_download, summary_table
+    from clipcov_cli.download.summary import too_few_successes
+    from clipcov_cli.errors import JobFailed
 
     settings = load_recipe(recipe) if recipe else {}
     cfg = DownloadConfig(url_list=url_list, out_dir=out, **settings).with_overrides(
         input_format=input_format, url_col=url_col, caption_col=caption_col,
         extra_cols=tuple(extra_col) if extra_col else None, image_size=image_size, resize_mode=resize_mode,
         processes=processes, threads=threads, shard_size=shard_size, retries=retries, timeout=timeout,
-        retry_failed=retry_failed or None, engine=engine, ray_address=ray_address,
+        retry_failed=retry_failed or None, engine=engine, ray_address=ray_address, min_success=min_success,
+        allow_file_urls=allow_file_urls or None,
     )
     with err_console.status(f"downloading {url_list.name} into {out} ..."):
         summary = run_download(cfg, echo=lambda m: err_console.print(m, highlight=False))
     err_console.print(summary_table(summary))
+    failure = too_few_successes(summary, cfg.min_success)
+    if failure:
+        raise JobFailed(failure)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,10 +33,13 @@ class DownloadConfig:
     retry_failed: bool = False
     engine: str = "local"  # local: img2dataset's multiprocessing distributor; ray: its Ray distributor
     ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
+    min_success: float = 0.0  # the job fails (exit 1) below this share of successes, and always with none
+    allow_file_urls: bool = False  # fetch file:// URLs too (default: only http and https)
 
     def __post_init__(self) -> None:
         from clipcov_cli.distribute import check_engine
 
+        self._check_types()
         check_engine(self.engine, self.ray_address)
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise ClipcovError(f"unknown input format {self.input_format!r}: use one of {', '.join(INPUT_FORMATS)}")
@@ -49,6 +52,23 @@ class DownloadConfig:
             raise ClipcovError("--retries must be >= 0")
         if not self.header and not self.columns:
             raise ClipcovError("a headerless URL list needs its column names (recipe key `columns`)")
+        if not 0.0 <= self.min_success <= 1.0:
+            raise ClipcovError(f"--min-success must be a fraction in [0, 1] (got {self.min_success})")
+
+    def _check_types(self) -> None:
+        """Values from a recipe arrive as YAML wrote them: a number must be a number (``threads: many``)."""
+        for name in ("image_size", "processes", "threads", "shard_size", "timeout", "retries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ClipcovError(f"{name} must be a whole number (got {value!r})")
+        if isinstance(self.min_success, bool) or not isinstance(self.min_success, (int, float)):
+            raise ClipcovError(f"min_success must be a number (got {self.min_success!r})")
+        if not isinstance(self.header, bool):
+            raise ClipcovError(f"header must be true or false (got {self.header!r})")
+        for name in ("input_format", "url_col", "caption_col", "resize_mode"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ClipcovError(f"{name} must be a string (got {value!r})")
 
     def with_overrides(self, **overrides: Any) -> "DownloadConfig":
         """A copy with the given fields replaced, ignoring ``None`` values (flags not given)."""

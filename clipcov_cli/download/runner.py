@@ -38,6 +38,39 @@ def _stdout_to(logf):
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _children_die_with_us(active: bool):
+    """img2dataset's process pool and its logger are started with ``spawn``
+    (``multiprocessing.util.spawnv_passfds``): each starts a watcher thread that ends it when this
+    process is gone (its parent changes), so a SIGKILLed download leaves no orphan; multiprocessing's
+    resource tracker then sees its pipe close, cleans up and exits by itself. (Not PR_SET_PDEATHSIG:
+    it fires when the creating *thread* ends, and the pool's handler thread creates workers.)"""
+    if not active:
+        yield
+        return
+    from multiprocessing import util
+
+    original = util.spawnv_passfds
+    guard = ("import os as _o, threading as _t, time as _tm\n"
+             f"def _clipcov_guard(p={os.getpid()}):\n"
+             " while _o.getppid() == p:\n  _tm.sleep(0.5)\n _o._exit(1)\n"
+             f"_o.getppid() == {os.getpid()} or _o._exit(1)\n"
+             "_t.Thread(target=_clipcov_guard, daemon=True, name='clipcov-orphan-guard').start()\n")
+
+    def spawn(path, args, passfds):
+        args = list(args)
+        if "-c" in args[:-1] and "resource_tracker" not in args[args.index("-c") + 1]:
+            i = args.index("-c") + 1
+            args[i] = guard + args[i]
+        return original(path, args, passfds)
+
+    util.spawnv_passfds = spawn
+    try:
+        yield
+    finally:
+        util.spawnv_passfds = original
+
+
 def _engine(cfg: DownloadConfig):
     """Ray up for ``--engine ray`` (img2dataset's Ray distributor needs ``ray.init`` done by the caller)."""
     if cfg.engine != "ray":
@@ -52,7 +85,7 @@ def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log:
     import img2dataset
 
     # absolute paths: Ray workers (maybe on other nodes, over shared storage) do not share our cwd
-    with _engine(cfg), open(log, "a") as logf, _stdout_to(logf):
+    with _engine(cfg), open(log, "a") as logf, _stdout_to(logf), _children_die_with_us(cfg.engine == "local"):
         try:
             img2dataset.download(
                 url_list=str(urls.path.resolve()), input_format="parquet", url_col=urls.url_col,
@@ -159,4 +192,4 @@ def run_download(cfg: DownloadConfig, echo=print) -> DownloadSummary:
             raise JobFailed(f"{len(missing)} of {expected} shards did not complete (first: {missing[0]:05d}); "
                             f"see {log} and re-run the same command to resume")
     shutil.rmtree(cfg.out_dir / "_tmp", ignore_errors=True)
-    return summarize(cfg.out_dir, before, time.time() - t0, frozenset(_retried_keys(cfg)))
+    return summarize(cfg.out_dir, before, time.time() - t0, frozenset(_retried_keys(cfg)), urls.refused)

@@ -24,6 +24,7 @@ class DownloadSummary:
     bytes_written: int = 0
     seconds: float = 0.0
     run_count: int = 0  # samples processed by this run (shards it completed)
+    refused: int = 0  # lines of the URL list not fetched (not an http(s) URL)
 
     @property
     def failed(self) -> int:
@@ -47,7 +48,8 @@ def _reason(message: str) -> str:
     return message.strip()[:120] or "unknown"
 
 
-def summarize(out_dir: Path, before: frozenset[int], seconds: float, retried_keys: frozenset[str] = frozenset()) -> DownloadSummary:
+def summarize(out_dir: Path, before: frozenset[int], seconds: float, retried_keys: frozenset[str] = frozenset(),
+              refused: int = 0) -> DownloadSummary:
     shards = done_shards(out_dir)
     count = successes = run_count = 0
     failures: Counter[str] = Counter()
@@ -69,7 +71,19 @@ def summarize(out_dir: Path, before: frozenset[int], seconds: float, retried_key
                 del failures[reason]
     size = sum(p.stat().st_size for p in out_dir.glob("*.tar"))
     return DownloadSummary(len(shards), len(before), count, successes, dict(failures.most_common()), retried, size,
-                           seconds, run_count)
+                           seconds, run_count, refused)
+
+
+def too_few_successes(s: DownloadSummary, min_success: float) -> str | None:
+    """Why the download failed as a job (exit 1), or None: no success at all, or a share of
+    successes below ``min_success`` (``--min-success``, default 0: only a download with none fails)."""
+    share = s.successes / s.count if s.count else 0.0
+    if s.successes == 0:
+        return f"no sample was downloaded ({s.count:,} tried, {s.refused:,} lines refused): see the summary above"
+    if share < min_success:
+        return (f"only {100 * share:.1f}% of the samples were downloaded, below --min-success "
+                f"{100 * min_success:g}%: see the summary above")
+    return None
 
 
 def _retried_reasons(out_dir: Path, keys: frozenset[str]) -> Counter[str]:
@@ -92,6 +106,8 @@ def summary_table(s: DownloadSummary) -> Table:
     t.add_row("samples", f"{s.count:,}")
     t.add_row("successes", f"{s.successes:,} ({100 * s.successes / max(s.count, 1):.1f}%)")
     t.add_row("failures", f"{s.failed:,}")
+    if s.refused:
+        t.add_row("refused lines (not http/https)", f"{s.refused:,}")
     for reason, n in s.failures.items():
         t.add_row(f"  {reason}", f"{n:,}")
     if s.retried:

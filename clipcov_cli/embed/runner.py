@@ -22,8 +22,9 @@ from clipcov_cli.embed.config import EmbedConfig, model_threads
 from clipcov_cli.embed.model import LoadedModel, ModelSpec, file_sha256, load_model
 from clipcov_cli.embed.progress import embed_progress
 from clipcov_cli.embed.vocab import Vocabulary, class_text_embeddings, load_vocabulary
-from clipcov_cli.embed.writer import OUTPUT_DIRS, Layout, PartBuffer, merge_skipped, save_npy, write_part
+from clipcov_cli.embed.writer import EMBED_OWNED, OUTPUT_DIRS, Layout, PartBuffer, merge_skipped, save_npy, write_part
 from clipcov_cli.errors import ClipcovError, JobFailed, first_line
+from clipcov_cli.utils.overwrite import check_replaceable
 
 Echo = Callable[[str], None]
 
@@ -171,6 +172,8 @@ def _prepare(cfg: EmbedConfig):
 
     shards = list_shards(cfg.dataset_dir)
     layout = Layout(cfg.out_dir)
+    if cfg.overwrite:
+        check_replaceable(layout.root, EMBED_OWNED, (cfg.dataset_dir,))
     record = _existing(layout, cfg.overwrite)
     spec = cfg.model_spec(record)
     vocab = load_vocabulary(*cfg.vocabulary_args(record))

@@ -25,12 +25,15 @@ import pyarrow.parquet as pq
 from clipcov_cli.embed.labels import label_agreement, labels_with_margin
 from clipcov_cli.embed.mapper import EmbeddedBatch
 from clipcov_cli.utils.atomic import atomic_path, write_text
+from clipcov_cli.utils.overwrite import Owned, is_temporary
 
 MANIFEST = "clipcov.json"
 SKIPPED_REPORT = "skipped.jsonl"
 CLASS_EMB = "class_emb.npy"
 OUTPUT_DIRS = ("img_emb", "text_emb", "metadata", "labels", "skipped")
 FIRST_COLUMNS = ("key", "caption", "shard", "url")
+EMBED_OWNED = Owned("embed", MANIFEST, lambda root: (root / MANIFEST).is_file(),
+                    lambda entry: entry.name in OUTPUT_DIRS + (MANIFEST, SKIPPED_REPORT) or is_temporary(entry))
 
 
 @dataclass(frozen=True)

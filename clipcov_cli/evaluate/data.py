@@ -23,6 +23,15 @@ class EvalSet:
     class_names: tuple[str, ...] | None
 
 
+def _decode(source, name: str) -> Image.Image:
+    """An image as RGB; an undecodable one is a one-line error naming it."""
+    try:
+        return Image.open(source).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ClipcovError(f"evaluation image {name} cannot be decoded ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}): "
+                           "remove it or fix the data") from None
+
+
 def _lines(path: Path) -> tuple[str, ...]:
     return tuple(l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip())
 
@@ -35,7 +44,7 @@ def _from_webdataset(root: Path) -> EvalSet:
         img = next((s[k] for k in ("jpg", "jpeg", "png", "webp") if k in s), None)
         if img is None:
             continue
-        images.append(Image.open(io.BytesIO(img)).convert("RGB"))
+        images.append(_decode(io.BytesIO(img), f"{s.get('__url__', root)}:{s['__key__']}"))
         labels.append(int(s["cls"].decode()) if "cls" in s else -1)
         captions.append(s["txt"].decode() if "txt" in s else "")
     return EvalSet(images, labels, captions, None)
@@ -51,7 +60,7 @@ def _from_folder(root: Path) -> EvalSet:
     for idx, d in enumerate(dirs):
         for f in sorted(d.iterdir()):
             if f.suffix.lower() in IMAGE_EXTS:
-                images.append(Image.open(f).convert("RGB"))
+                images.append(_decode(f, str(f)))
                 labels.append(idx)
     names = tuple(_folder_name(d.name) for d in dirs)
     if len(dirs) == 1000:  # ImageNet layout (synset folders): open_clip's class names

@@ -1,7 +1,11 @@
 """Phase 1, one unit per source shard (the units run in parallel): read the source tar's headers
 once (``tarscan``: unselected members' data is skipped), and copy each selected sample's members
 (.jpg, .txt, .json and any other) byte for byte into ``.work/src/{stem}.bin``; then write the
-index ``{stem}.json`` atomically as the unit's completion marker. A finished unit is skipped."""
+index ``{stem}.json`` atomically as the unit's completion marker. A finished unit is skipped.
+
+A truncated source shard (it ends early) gives the samples before the break — as embed read them —
+and its index says so (``truncated``): the samples after it are then missing, which ``--allow-missing``
+records (without it, the usual missing-keys error names the shard)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 
 from clipcov_cli.export.keys import split_member
 from clipcov_cli.export.records import encode_record
-from clipcov_cli.export.tarscan import scan
+from clipcov_cli.export.tarscan import TarTruncated, scan
 from clipcov_cli.utils.atomic import atomic_path, write_json
 
 
@@ -29,10 +33,10 @@ def extract_shard(src_tar: Path, keys: frozenset[str], work_src: Path) -> Path:
     if index.exists():
         return index
     entries: dict = {"source": src_tar.name, "keys": [], "offsets": [], "lengths": [], "exts": [], "payload": [],
-                     "repeated": 0}
+                     "repeated": 0, "truncated": False}
     seen: set[str] = set()
     with atomic_path(work_src / f"{src_tar.stem}.bin") as tmp, open(tmp, "wb") as out:
-        for key, members in _selected_samples(src_tar, keys):
+        for key, members in _selected_samples(src_tar, keys, entries):
             if key in seen:
                 entries["repeated"] += 1
                 continue
@@ -50,18 +54,23 @@ def extract_shard(src_tar: Path, keys: frozenset[str], work_src: Path) -> Path:
     return index
 
 
-def _selected_samples(src_tar: Path, keys: frozenset[str]):
-    """(key, [(ext, bytes), ...]) for each contiguous group of members of a selected key."""
+def _selected_samples(src_tar: Path, keys: frozenset[str], entries: dict):
+    """(key, [(ext, bytes), ...]) for each contiguous group of members of a selected key. At a
+    truncation the group under way (maybe incomplete) is dropped and ``entries["truncated"]`` set."""
     current: str | None = None
     members: list[tuple[str, bytes]] = []
-    for name, data in scan(src_tar, lambda name: split_member(name)[0] in keys):
-        key, ext = split_member(name)
-        if key != current:
-            if members:
-                yield current, members
-            current, members = key, []
-        if data is not None and ext and ext not in (e for e, _ in members):  # no ext: not a sample member
-            members.append((ext, data))
+    try:
+        for name, data in scan(src_tar, lambda name: split_member(name)[0] in keys):
+            key, ext = split_member(name)
+            if key != current:
+                if members:
+                    yield current, members
+                current, members = key, []
+            if data is not None and ext and ext not in (e for e, _ in members):  # no ext: not a sample member
+                members.append((ext, data))
+    except TarTruncated:
+        entries["truncated"] = True
+        return
     if members:
         yield current, members
 

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.utils.atomic import write_json
+from clipcov_cli.utils.overwrite import Owned, check_replaceable
 
 SHARD_NAME = re.compile(r"\d{5,}\.tar")
 _OUR_TEMP = re.compile(r"\.(\d{5,}\.tar|manifest\.json|sizes\.json)\..+\.tmp")
@@ -33,6 +34,26 @@ def publish(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def _is_export(out: Path) -> bool:
+    """``out`` holds an export's manifest, or an interrupted export's plan."""
+    if (out / ".work" / "plan.json").is_file():
+        return True
+    try:
+        m = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and ("fingerprint" in m or {"shards", "count"} <= m.keys())
+
+
+def _export_writes(entry: Path) -> bool:
+    name = entry.name
+    return bool(SHARD_NAME.fullmatch(name) or _OUR_TEMP.fullmatch(name)) or \
+        name in ("manifest.json", "sizes.json", ".work", ".export.lock")
+
+
+EXPORT_OWNED = Owned("export", "manifest.json", _is_export, _export_writes)
 
 
 def shard_name(n: int) -> str:
@@ -80,8 +101,10 @@ class Layout:
                 return None
         return m
 
-    def check(self, fp: str, dataset_dir: Path, overwrite: bool) -> None:
+    def check(self, fp: str, dataset_dir: Path, overwrite: bool, subset_dir: Path | None = None) -> None:
         """Refuse an OUT this request may not write into. Writes nothing."""
+        if overwrite:  # the rule shared by every command's --overwrite
+            check_replaceable(self.out, EXPORT_OWNED, (dataset_dir, subset_dir))
         if self.out.exists() and not self.out.is_dir():
             raise ClipcovError(f"--out {self.out} exists and is not a folder")
         if self.out.resolve() == dataset_dir.resolve():

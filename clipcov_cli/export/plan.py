@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.export.keys import check_keys, split_member
-from clipcov_cli.export.tarscan import scan
+from clipcov_cli.export.tarscan import TarTruncated, scan
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,15 @@ def shard_keys(tar: Path) -> set[str] | None:
                 return {str(k) for k in keys if k is not None}
         except Exception:  # a damaged parquet: list the tar instead
             pass
+    listed: list[str] = []
     try:
-        return {split_member(name)[0] for name, _ in scan(tar, lambda name: False)}  # headers only
+        for name, _ in scan(tar, lambda name: False):  # headers only
+            listed.append(split_member(name)[0])
+    except TarTruncated:  # the keys before the break (the last one may be incomplete)
+        return set(k for k in listed if k != listed[-1]) if listed else set()
     except (tarfile.TarError, OSError, EOFError, ValueError):
         return None
+    return set(listed)
 
 
 def make_plan(keys: list[str], dataset_dir: Path, report: Callable[[str, int, int], None] | None = None) -> ExportPlan:

@@ -60,7 +60,7 @@ def run_export(cfg: ExportConfig, progress: Progress | None = None) -> ExportRes
     finished = layout.complete(fp)
     if finished is not None:
         return _already_complete(finished, cfg, dataset, t0)
-    layout.check(fp, dataset, cfg.overwrite)  # everything above only reads
+    layout.check(fp, dataset, cfg.overwrite, cfg.subset_dir)  # everything above only reads
     plan = make_plan(keys, dataset, report)
     if plan.missing and not cfg.allow_missing:
         raise missing_error(plan.missing, dataset, plan.unreadable)
@@ -92,9 +92,9 @@ def requested_keys(cfg: ExportConfig) -> list[str]:
 def _run_phases(cfg: ExportConfig, plan: ExportPlan, layout: Layout, pool, report: Progress) -> tuple[list[dict], list[str], int]:
     """Extract, write, verify; then the whole-export checks. Returns the shard entries, the missing
     keys and the count of repeated source keys ignored."""
-    items, missing, repeated = _extract(plan, layout, pool, report)
+    items, missing, repeated, truncated = _extract(plan, layout, pool, report)
     if missing and not cfg.allow_missing:
-        raise missing_error(missing, plan.dataset_dir, plan.unreadable)
+        raise missing_error(missing, plan.dataset_dir, plan.unreadable + tuple(f"{t}.tar (truncated)" for t in truncated))
     batches = [items[s: s + cfg.shard_size] for s in range(0, len(items), cfg.shard_size)]
     entries = _write(batches, layout, pool, report)
     _verify(batches, entries, layout, pool, report)
@@ -122,21 +122,23 @@ def _already_complete(manifest: dict, cfg: ExportConfig, dataset: Path, t0: floa
     return ExportResult(cfg.out, int(manifest["count"]), manifest["shards"], missing, time.perf_counter() - t0, True)
 
 
-def _extract(plan: ExportPlan, layout: Layout, pool, report: Progress) -> tuple[list[Item], list[str], int]:
-    """Phase 1. Returns the samples found, in rank order, the selected keys not found, and the
-    count of repeated keys ignored in the source."""
+def _extract(plan: ExportPlan, layout: Layout, pool, report: Progress) -> tuple[list[Item], list[str], int, list[str]]:
+    """Phase 1. Returns the samples found, in rank order, the selected keys not found, the count of
+    repeated keys ignored in the source and the source shards found truncated."""
     jobs = {stem: (plan.dataset_dir / f"{stem}.tar", keys, layout.src) for stem, keys in sorted(plan.by_shard.items())}
     indexes = _run_units(pool, extract_shard, jobs, "extract", report, "source shard")
     rank = {k: r for r, k in enumerate(plan.keys)}
     slots: list[Item | None] = [None] * len(plan.keys)
-    repeated = 0
+    repeated, truncated = 0, []
     for stem in sorted(indexes):
         idx = load_index(indexes[stem])
         repeated += idx["repeated"]
+        if idx.get("truncated"):
+            truncated.append(stem)
         for key, off, length, exts, payload in zip(idx["keys"], idx["offsets"], idx["lengths"], idx["exts"], idx["payload"]):
             slots[rank[key]] = Item(key, stem, off, length, tuple(exts), payload)
     missing = [k for k, it in zip(plan.keys, slots) if it is None]
-    return [it for it in slots if it is not None], missing, repeated
+    return [it for it in slots if it is not None], missing, repeated, truncated
 
 
 def _write(batches: list[list[Item]], layout: Layout, pool, report: Progress) -> list[dict]:

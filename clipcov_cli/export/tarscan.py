@@ -20,6 +20,10 @@ class TarScanError(ValueError):
     """The file is not a readable tar (bad checksum, truncated header)."""
 
 
+class TarTruncated(TarScanError):
+    """The tar ends early (a partial copy, a killed writer): the members before the break were read."""
+
+
 def scan(path: Path, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
     """(name, data) of every regular file member of the tar at ``path``, in order; ``data`` is read
     only for the names ``want`` accepts (None for the others, whose data is skipped)."""
@@ -40,7 +44,7 @@ def _scan_plain(f: BinaryIO, end: int, want: Callable[[str], bool]) -> Iterator[
         if not block and pos == end or block == bytes(BLOCK):  # end of archive
             return
         if len(block) < BLOCK:
-            raise TarScanError("unexpected end of the tar file")
+            raise TarTruncated(f"the tar file ends early (at byte {end})")
         _check_sum(block, pos)
         kind, size = block[156:157], _number(block[124:136])
         data = pos + BLOCK
@@ -122,5 +126,5 @@ def _read_exact(f: BinaryIO, offset: int, size: int) -> bytes:
     f.seek(offset)
     data = f.read(size)
     if len(data) != size:
-        raise TarScanError("unexpected end of the tar file")
+        raise TarTruncated(f"the tar file ends early (a member at byte {offset} needs {size} bytes)")
     return data

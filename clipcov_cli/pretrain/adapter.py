@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from clipcov_cli.errors import ClipcovError, first_line
 from clipcov_cli.pretrain.config import PretrainConfig
 from clipcov_cli.pretrain.inputs import TrainData
 from clipcov_cli.pretrain.order import seeded_sample_order
@@ -41,10 +42,32 @@ def build_argv(cfg: PretrainConfig, data: TrainData, device: str) -> list[str]:
     return argv + list(cfg.extra_args)
 
 
-def run_open_clip_train(argv: list[str]) -> int:
+def checked_resume(run_dir: Path) -> Path | None:
+    """The checkpoint ``--resume latest`` will load (open_clip_train's own choice), checked first:
+    open_clip_train loads it with a plain ``torch.load``, so it must load with ``weights_only=True``
+    (tensors and plain containers only: a planted pickle is refused, never run). None: a fresh run."""
+    from open_clip_train.main import get_latest_checkpoint
+
+    latest = get_latest_checkpoint(str(run_dir / RUN_NAME / "checkpoints"), remote=False)
+    if latest is None:
+        return None
+    import torch
+
+    try:
+        checkpoint = torch.load(latest, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unpickling refusal, a damaged or foreign file
+        raise ClipcovError(f"cannot resume from {latest}: it does not load with torch.load(weights_only=True) "
+                           f"({first_line(exc, 160)}); move it away to start afresh, or choose another --out") from None
+    if not isinstance(checkpoint, dict):
+        raise ClipcovError(f"cannot resume from {latest}: it is not a training checkpoint (a dict of state dicts)")
+    return Path(latest)
+
+
+def run_open_clip_train(argv: list[str], resume: Path | None = None) -> int:
     """Call ``open_clip_train.main.main(argv)`` in this process. open_clip_train adds handlers to
     the root logger and raises its level on every call; they are removed afterwards, so that
-    several runs in one process (the demo) do not log into each other's files."""
+    several runs in one process (the demo) do not log into each other's files. ``resume``: the
+    checkpoint it resumes from; one it cannot load into this model is a one-line error."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
     from open_clip_train.main import main as train_main
@@ -59,6 +82,11 @@ def run_open_clip_train(argv: list[str]) -> int:
     try:
         with seeded_sample_order(argv):  # its own sample shuffle is seeded by the clock
             result = train_main(argv)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        if resume is None or not any(w in str(exc) for w in ("state_dict", "parameter group", "'epoch'", "'optimizer'")):
+            raise
+        raise ClipcovError(f"cannot resume from {resume}: it is not a checkpoint of this model and recipe "
+                           f"({first_line(exc, 160)}); move it away to start afresh, or choose another --out") from None
     finally:  # it also sets every existing logger to INFO (torch's exit-time chatter): restore them
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)

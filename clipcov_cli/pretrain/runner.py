@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipcov_cli.errors import ClipcovError, JobFailed
-from clipcov_cli.pretrain.adapter import build_argv, checkpoints, run_open_clip_train
+from clipcov_cli.pretrain.adapter import build_argv, checked_resume, checkpoints, run_open_clip_train
 from clipcov_cli.pretrain.config import PretrainConfig
 from clipcov_cli.pretrain.inputs import keyed_input, resolve_input
 
@@ -32,10 +33,17 @@ def run_pretrain(cfg: PretrainConfig) -> PretrainResult:
         register_model_config(cfg.model_config)
     if not cfg.data.exists():  # before the run folder is made (by default it is inside DATA)
         raise ClipcovError(f"{cfg.data} does not exist")
+    created = not cfg.out.exists()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    data = resolve_input(cfg.data, cfg.out) if cfg.keys is None else keyed_input(cfg.data, cfg.out, cfg.keys, cfg.keys_source)
+    try:
+        data = resolve_input(cfg.data, cfg.out) if cfg.keys is None else keyed_input(cfg.data, cfg.out, cfg.keys, cfg.keys_source)
+        resume = checked_resume(cfg.out)
+    except ClipcovError:
+        if created and not any(p.is_file() for p in cfg.out.rglob("*")):  # bad input: no empty --out left
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     argv = build_argv(cfg, data, device)
-    code = run_open_clip_train(argv)
+    code = run_open_clip_train(argv, resume)
     ckpts = checkpoints(cfg.out)
     if code != 0 or not ckpts:
         raise JobFailed(f"open_clip_train failed (exit {code}); see {cfg.out}/clipcov/out.log")

@@ -19,7 +19,7 @@ class EmbeddingSet:
     """What a method sees of the corpus; rows are examples, aligned across every array.
 
     ``img`` and ``txt`` may be float16 memory maps (rows unit-norm). ``valid`` marks the rows a
-    method may pick (NaN / zero-norm rows are excluded before a method runs). ``pseudo_label`` and
+    method may pick (NaN / zero-norm / off-unit-norm rows are excluded before a method runs). ``pseudo_label`` and
     ``label_sim`` come from ``labels/`` (ClipCov needs them; baselines may ignore them).
     """
 

@@ -2,7 +2,9 @@
 
 Parts are memory-mapped and, when there are several, concatenated once (in memory when small, into
 a temporary memory-mapped file otherwise), so a CC12M-size folder never needs to fit in RAM.
-Rows with NaN or zero norm are excluded (``valid=False``) and counted, not fatal.
+Rows with NaN / inf, zero norm or a norm off 1 (beyond ``NORM_TOLERANCE``) are excluded
+(``valid=False``) and counted, not fatal. Labels are checked: a pseudo-label outside ``[0, K)`` or a
+NaN / infinite ``label_sim`` on a usable row is an error (the labels are damaged: relabel).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy, numbers_to_nu
 from clipcov_cli.utils.disk import require_free_space
 from clipcov_cli.utils.limits import ensure_open_files
 
+NORM_TOLERANCE = 0.01  # as the scan's (select/clipcov/scan.py): | |row| - 1 | above it excludes the row
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
 _PART = re.compile(r"^img_emb_(.+)\.npy$")
 
@@ -37,6 +40,7 @@ class EmbeddingsInfo:
     excluded_zero: int
     fingerprint: str
     class_names: tuple[str, ...] | None
+    excluded_off_norm: int = 0
 
     @property
     def dataset_dir(self) -> str | None:
@@ -110,18 +114,48 @@ def _concat(arrays: list[np.ndarray], tmpdir: list) -> np.ndarray:
     return out
 
 
-def _valid_rows(img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, int, int]:
+def _valid_rows(img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """Flags and counts of NaN / inf rows, zero-norm rows and rows whose norm is off 1 (in either
+    modality), the checks of the scan (``_scan_rows``) for the methods that do not scan."""
     valid = np.ones(img.shape[0], bool)
-    nan = zero = 0
+    nan = zero = off = 0
+    lo, hi = (1 - NORM_TOLERANCE) ** 2, (1 + NORM_TOLERANCE) ** 2
     for s in range(0, img.shape[0], 1 << 16):
         a = np.asarray(img[s: s + (1 << 16)], np.float32)
         b = np.asarray(txt[s: s + (1 << 16)], np.float32)
         isnan = ~(np.isfinite(a).all(1) & np.isfinite(b).all(1))
         iszero = ~isnan & ((np.abs(a).sum(1) == 0) | (np.abs(b).sum(1) == 0))
-        valid[s: s + len(a)] = ~(isnan | iszero)
+        with np.errstate(invalid="ignore", over="ignore"):
+            na, nb = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+        isoff = ~isnan & ~iszero & ~((na >= lo) & (na <= hi) & (nb >= lo) & (nb <= hi))
+        valid[s: s + len(a)] = ~(isnan | iszero | isoff)
         nan += int(isnan.sum())
         zero += int(iszero.sum())
-    return valid, nan, zero
+        off += int(isoff.sum())
+    return valid, nan, zero, off
+
+
+def _check_labels(labels: np.ndarray, num_classes: int | None, root: Path) -> None:
+    """Every pseudo-label is a class index in ``[0, K)`` (K: the folder's class count, when recorded)."""
+    if not len(labels):
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        bad = lo if lo < 0 else hi
+        k = f"[0, {num_classes})" if num_classes is not None else "[0, K)"
+        raise ClipcovError(f"{root}/labels: pseudo_label {bad} is outside {k}: the labels are damaged; "
+                           "re-run `clipcov embed --relabel`")
+
+
+def _check_label_sims(sims: np.ndarray | None, valid: np.ndarray, keys: np.ndarray, root: Path) -> None:
+    """A usable row's ``label_sim`` is finite (a NaN would become a NaN gain)."""
+    if sims is None:
+        return
+    bad = valid & ~np.isfinite(sims)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ClipcovError(f"{root}/labels: {int(bad.sum())} rows have a NaN or infinite label_sim "
+                           f"(e.g. key {keys[first]!r}): the labels are damaged; re-run `clipcov embed --relabel`")
 
 
 def _same_keys(label_keys, meta_keys, meta_np: np.ndarray) -> bool:
@@ -220,7 +254,7 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
     try:
         # the copy needs the labels: its pass starts with them, while the keys are read
         start_copy = (lambda labels: scan.start(labels, _num_classes(labels))) if scan is not None and scan.copy else None
-        all_keys, labels, sims = _read_tables(root, parts, imgs, start_copy)
+        all_keys, labels, sims = _read_tables(root, parts, imgs, start_copy, _recorded_classes(meta))
         _check_unique(all_keys)
         has_labels = labels is not None
         prepared = None
@@ -235,16 +269,23 @@ def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, work
     num_classes = ((meta or {}).get("classes") or {}).get("count")
     if prepared is not None:
         img, txt = (imgs[0], txts[0]) if len(imgs) == 1 else (PartsView(imgs), PartsView(txts))
-        valid, nan, zero = prepared.valid, prepared.nan, prepared.zero
+        valid, nan, zero, off = prepared.valid, prepared.nan, prepared.zero, prepared.off_norm
     else:
         img, txt = _concat(imgs, tmpdir), _concat(txts, tmpdir)
-        valid, nan, zero = _valid_rows(img, txt)
+        valid, nan, zero, off = _valid_rows(img, txt)
+    _check_label_sims(sims, valid, all_keys, root)
     emb = EmbeddingSet(img=img, txt=txt, keys=all_keys, valid=valid, pseudo_label=labels, label_sim=sims,
                        num_classes=num_classes, prepared=prepared)
     info = EmbeddingsInfo(root=root.resolve(), parts=tuple(parts), meta=meta, has_labels=has_labels,
                           excluded_nan=nan, excluded_zero=zero, fingerprint=_fingerprint(root, parts),
-                          class_names=class_names)
+                          class_names=class_names, excluded_off_norm=off)
     return emb, info
+
+
+def _recorded_classes(meta: dict | None) -> int | None:
+    """The class count clipcov.json records (a positive int), else None (K from the labels)."""
+    count = ((meta or {}).get("classes") or {}).get("count")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
 
 
 def _open_arrays(root: Path, parts: list[str]) -> tuple[list, list]:
@@ -261,8 +302,8 @@ def _open_arrays(root: Path, parts: list[str]) -> tuple[list, list]:
     return imgs, txts
 
 
-def _read_tables(root: Path, parts: list[str], imgs: list,
-                 on_labels=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _read_tables(root: Path, parts: list[str], imgs: list, on_labels=None,
+                 num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Keys (metadata/), and pseudo-labels and label similarities (labels/) if every part has them.
     The labels are read first and handed to ``on_labels`` (if given) before the keys are read."""
     rows = []  # each part's metadata row count (files are reopened below: one open at a time)
@@ -289,6 +330,7 @@ def _read_tables(root: Path, parts: list[str], imgs: list,
             labels.append(numbers_to_numpy(lt["pseudo_label"], np.int64))
             sims.append(numbers_to_numpy(lt["label_sim"], np.float32))
         labels, sims = np.concatenate(labels), np.concatenate(sims)
+        _check_labels(labels, num_classes, root)
         if on_labels is not None:
             on_labels(labels)
     keys = []

@@ -18,9 +18,10 @@ from clipcov_cli.select.methods import METHODS, make_selector
 from clipcov_cli.select.profile import process_age, profile, worker_count
 from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
-from clipcov_cli.select.writer import selection_table, write_subset
+from clipcov_cli.select.writer import SELECT_OWNED, selection_table, write_subset
 from clipcov_cli.utils.budget import parse_budget
 from clipcov_cli.utils.uids import pack_uids, write_uids
+from clipcov_cli.utils.overwrite import check_replaceable
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,22 @@ def _check(cfg: SelectConfig) -> None:
             raise ClipcovError("--out is required (or use --dry-run)")
         if cfg.out.exists() and not cfg.overwrite:
             raise ClipcovError(f"{cfg.out} exists: choose another --out or pass --overwrite")
+        if cfg.overwrite:
+            check_replaceable(cfg.out, SELECT_OWNED, _inputs(cfg.input))
+
+
+def _inputs(path: Path) -> list:
+    """The folders select reads: the input, its embeddings folder and the dataset it was made from."""
+    import json
+
+    found = [path]
+    for emb in (path, path / "embeddings"):
+        try:
+            found += [emb, json.loads((emb / "clipcov.json").read_text()).get("dataset_dir")]
+            break
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def run_select(cfg: SelectConfig) -> SelectResult:
@@ -100,7 +117,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             "source": {"dataset_dir": info.dataset_dir, "embeddings_dir": str(info.root),
                        "fingerprint": info.fingerprint, "rows": emb.n},
             "class_histogram": {"before": before, "after": after},
-            "excluded": {"nan": info.excluded_nan, "zero_norm": info.excluded_zero},
+            "excluded": {"nan": info.excluded_nan, "zero_norm": info.excluded_zero, "off_norm": info.excluded_off_norm},
             "labels": diagnostics.as_dict() if diagnostics is not None else None,
             "tool_version": __version__,
             "wall_time_s": round(time.time() - t0, 3),
@@ -114,7 +131,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         if uids is not None:
             write_uids(cfg.uids_out, uids)
         profile(f"written {time.time() - t0:.2f} s")
-        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero,
+        table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero + info.excluded_off_norm,
                               diagnostics=diagnostics)
         result = SelectResult(selected, table, cfg.out, manifest)
         failed = False

@@ -52,7 +52,7 @@ def summary_table(emb: EmbeddingSet, sel: Selection, method: str, budget_text: s
     t.add_row("budget", f"{budget_text} -> {len(sel.indices):,} of {emb.n_valid:,} usable rows "
                         f"({100 * len(sel.indices) / max(emb.n_valid, 1):.1f}%)")
     if excluded:
-        t.add_row("excluded rows", f"{excluded:,} (NaN or zero norm)")
+        t.add_row("excluded rows", f"{excluded:,} (NaN, zero norm or not unit norm)")
     before, after = class_histograms(emb, sel)
     if before:
         kept = np.array([after.get(k, 0) for k in before])

@@ -1,4 +1,4 @@
-"""Budget parsing: ``300k``, ``1.5M``, ``300000`` or ``10%``."""
+"""Budget parsing: ``300k``, ``1.5M``, ``300000``, ``1e3`` or ``10%``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from clipcov_cli.errors import ClipcovError
 
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000, "g": 1_000_000_000}
-_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kKmMbBgG%]?)\s*$")
+_RE = re.compile(r"^\s*((?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmMbBgG%]?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """Parse ``300k``, ``1.5M``, ``300000`` or ``10%`` into a :class:`Budget`."""
+    """Parse ``300k``, ``1.5M``, ``300000``, ``1e3`` or ``10%`` into a :class:`Budget`."""
     m = _RE.match(str(text))
     if not m:
-        raise ClipcovError(f"cannot read budget {text!r}: use a count (300k, 1.5M, 300000) or a fraction (10%)")
+        raise ClipcovError(f"cannot read budget {text!r}: use a count (300k, 1.5M, 300000, 1e3) or a fraction (10%)")
     value, suffix = float(m.group(1)), m.group(2).lower()
     if suffix == "%":
         if not 0 < value <= 100:

@@ -1,6 +1,6 @@
 """One sequential pass over the embeddings that prepares ClipCov's class-by-class work.
 
-For each chunk of rows, on a thread pool: flag NaN / inf and zero-norm rows and add the valid rows
+For each chunk of rows, on a thread pool: flag NaN / inf, zero-norm and off-unit-norm rows and add the valid rows
 to the corpus sums (exact: sums of float16 values in float64, so the chunks' sums merge exactly).
 The class-major order of the rows (``GroupedRows.order``/``starts``: each class' rows in ascending
 example index) comes from the labels. The chunks are read through the parts' memory maps when the
@@ -42,20 +42,33 @@ from clipcov_cli.utils.disk import out_of_space, require_free_space
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15
 BUFFER_MAX_ROWS = 1 << 14  # classes up to this many rows are read into a thread's reused buffers
+NORM_TOLERANCE = 0.01  # rows are unit vectors (contract 2); float16 rounding moves a norm by < 0.001
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _squared_norm(r):
+    """Sum of squares of a float32 row, in any order (fastmath: it vectorizes); for a tolerance
+    check only, never for the sums."""
+    s = np.float32(0.0)
+    for q in range(r.shape[0]):
+        s += r[q] * r[q]
+    return s
+
+
 @njit(cache=True, nogil=True)
-def _scan_rows(U, W, valid, sum_v, sum_t):
-    """Flag rows (NaN/inf in either modality, else zero norm in either) and add valid rows to the
-    corpus sums (exact: float16 values in float64). Returns (nan, zero) counts. U, W: float16 bit
-    patterns (uint16). The flags are OR-reduced bit tests, the rows converted by ``load_row``: both
-    vectorize."""
+def _scan_rows(U, W, valid, sum_v, sum_t, norm_tol=NORM_TOLERANCE):
+    """Flag rows (NaN/inf in either modality, else zero norm in either, else a norm off 1 by more
+    than ``norm_tol`` in either) and add valid rows to the corpus sums (exact: float16 values in
+    float64). Returns (nan, zero, off_norm) counts. U, W: float16 bit patterns (uint16). The flags are
+    OR-reduced bit tests, the rows converted by ``load_row``: both vectorize."""
     nan = 0
     zero = 0
+    off = 0
     d = U.shape[1]
     rv, rvb = scratch_row(d)
     rt, rtb = scratch_row(d)
+    lo, hi = (1.0 - norm_tol) ** 2, (1.0 + norm_tol) ** 2
     for i in range(U.shape[0]):
         special = np.uint32(0)  # bit 15 set: some exponent all ones (inf or NaN)
         nz_u = np.uint32(0)
@@ -74,13 +87,19 @@ def _scan_rows(U, W, valid, sum_v, sum_t):
             valid[i] = False
             zero += 1
         else:
-            valid[i] = True
             load_row(U, i, rv, rvb)
             load_row(W, i, rt, rtb)
+            nv = _squared_norm(rv)
+            nt = _squared_norm(rt)
+            if not (lo <= nv <= hi and lo <= nt <= hi):
+                valid[i] = False
+                off += 1
+                continue
+            valid[i] = True
             for q in range(d):
                 sum_v[q] += rv[q]
                 sum_t[q] += rt[q]
-    return nan, zero
+    return nan, zero, off
 
 
 @njit(cache=True, nogil=True)
@@ -215,6 +234,7 @@ class GroupedRows:
     nan: int
     zero: int
     d: int
+    off_norm: int = 0  # rows whose norm is off 1 (excluded, as NaN and zero-norm rows)
     img: np.ndarray | None = None  # (n, d) uint16 by example index, in memory (a caller's arrays)
     txt: np.ndarray | None = None
     path: str | None = None  # else: a file holding img then txt blocks, each (n, d) uint16
@@ -319,10 +339,10 @@ def _chunks_of(parts: list[tuple[NpyPart, NpyPart, int]]):
 
 
 def _scan_chunk(U: np.ndarray, W: np.ndarray, valid: np.ndarray) -> tuple:
-    """One chunk's flags (into ``valid``), sums and counts: (sum_v, sum_t, nan, zero)."""
+    """One chunk's flags (into ``valid``), sums and counts: (sum_v, sum_t, nan, zero, off_norm)."""
     sum_v, sum_t = np.zeros(U.shape[1]), np.zeros(U.shape[1])
-    nan, zero = _scan_rows(U, W, valid, sum_v, sum_t)
-    return sum_v, sum_t, nan, zero
+    nan, zero, off = _scan_rows(U, W, valid, sum_v, sum_t)
+    return sum_v, sum_t, nan, zero, off
 
 
 class PartsScan:
@@ -492,13 +512,14 @@ def _run(fn, items: list, workers: int) -> list:
 def _finish(results: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
     """Add up the chunks' sums (sums of float16 values in float64 are exact: order does not matter)."""
     sum_v, sum_t = np.zeros(d), np.zeros(d)
-    nan = zero = 0
-    for sv, st, a, b in results:
+    nan = zero = off = 0
+    for sv, st, a, b, c in results:
         sum_v += sv
         sum_t += st
         nan += a
         zero += b
+        off += c
     order = np.empty(len(dest), np.int64)
     order[dest] = np.arange(len(dest), dtype=np.int64)
-    return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d,
+    return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d, off_norm=off,
                        path=sink.path if sink else None, parts=tuple(parts), _tmp=sink.tmp if sink else None)
