@@ -26,7 +26,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 PROXY_CORPUS_SEED = 1000
 PER_CLASS = 200
-EPOCHS = (8, 16)  # trained to 8 epochs, then resumed (open_clip_train --resume latest) to 16
+EPOCHS = (8,)  # more stages (e.g. (8, 16)) resume the run (open_clip_train --resume latest) to more epochs
 BATCH = 64
 SEED = 0
 
