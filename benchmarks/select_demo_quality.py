@@ -3,7 +3,7 @@
 For every method at 10%, 20% and 30% of the web corpus, prints the fraction of mismatched, junk and
 near-duplicate samples kept (the full corpus has 35%, 5%, 10% by construction) and how many of the
 true classes are covered. Uses a `clipcov demo` output folder (corpus, dataset, embeddings made with
-the proxy CLIP trained on the clean proxy split); stages that are missing are run first.
+the shipped proxy CLIP); stages that are missing are run first.
 
     python benchmarks/select_demo_quality.py --demo-dir clipcov-demo
 """
@@ -27,7 +27,7 @@ from clipcov_cli.select.runner import SelectConfig, run_select
 def prepare(cfg: DemoConfig):
     layout = stages.make_corpus(cfg)
     stages.download(cfg, layout)
-    proxy = stages.pretrain(cfg, layout.proxy_dir, "proxy", cfg.proxy_epochs, seed=0, log=cfg.out / "demo.log")
+    proxy = stages.proxy(cfg)  # the shipped proxy CLIP
     stages.embed(cfg, layout, proxy, cfg.out / "demo.log")
     return layout
 

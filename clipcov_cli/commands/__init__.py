@@ -7,7 +7,7 @@ import importlib
 from types import ModuleType
 
 # Pipeline order; this is also the order of `clipcov --help`.
-COMMANDS: tuple[str, ...] = ("download", "embed", "select", "export", "pretrain", "eval", "demo")
+COMMANDS: tuple[str, ...] = ("download", "embed", "select", "export", "pretrain", "eval", "compare", "demo")
 
 
 def ordered() -> list[ModuleType]:

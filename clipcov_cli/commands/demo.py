@@ -11,7 +11,7 @@ from clipcov_cli.utils.console import console, err_console
 
 EPILOG = """\
 Examples:\n\n
-  clipcov demo                       # full: 3 seeds, about 15 minutes on 2 CPU cores\n\n
+  clipcov demo                       # full: 5 seeds, budgets 10% and 30%, about 15 minutes on 2 CPU cores\n\n
   clipcov demo --quick --out /tmp/d  # one seed, fewer epochs: about 3 minutes\n\n
 Re-running with the same --out resumes: finished stages are skipped.
 """
@@ -19,7 +19,7 @@ Re-running with the same --out resumes: finished stages are skipped.
 
 def demo(
     out: Path = typer.Option(Path("clipcov-demo"), "--out", "-o", help="Folder for everything the demo makes."),
-    quick: bool = typer.Option(False, "--quick", help="One seed, a smaller corpus and fewer epochs (about 3 minutes)."),
+    quick: bool = typer.Option(False, "--quick", help="One seed, a smaller corpus and test split, fewer epochs (about 3 minutes)."),
 ) -> None:
     """Generate a web-like corpus, serve and download it, embed, select with ClipCov and the baselines,
     train a tiny CLIP on each subset, and compare zero-shot accuracy."""
@@ -32,7 +32,7 @@ def demo(
         if isinstance(message, str):
             err_console.print(f"[bold cyan]demo[/] {message}", highlight=False)
         else:  # the comparison table: wide enough for "12.3 ± 4.5" columns even in a pipe
-            Console(width=max(console.width, 120)).print(message)
+            Console(width=max(console.width, 160)).print(message)
 
     result = run_demo(cfg, echo)
     err_console.print(f"report: {result.report}\nresults: {result.results}\nwall time: {result.seconds:.0f}s")

@@ -1,11 +1,13 @@
-"""What `clipcov demo` runs: sizes, budget, seeds, training length. ``quick`` is the test-suite size."""
+"""What `clipcov demo` runs: corpus sizes, seeds, budgets, training length. ``quick`` is the test-suite size."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-METHODS = ("clipcov", "random", "clip-score", "semdedup", "negclip-loss")
+from clipcov_cli.compare.config import DEFAULT_METHODS, CompareConfig, Variant
+
+METHODS = DEFAULT_METHODS
 
 
 @dataclass(frozen=True)
@@ -13,22 +15,20 @@ class DemoConfig:
     out: Path
     quick: bool = False
     corpus_seed: int = 0
-    seeds: tuple[int, ...] = (0, 1, 2)
-    budget: str = "30%"
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    budgets: tuple[str, ...] = ("10%", "30%")
     methods: tuple[str, ...] = METHODS
-    n_web: int = 3000
-    n_proxy_per_class: int = 50
-    n_test_per_class: int = 20
-    proxy_epochs: int = 8
-    epochs: int = 8
+    n_web: int = 2000
+    n_proxy_per_class: int = 2  # the proxy is shipped (scripts/train_demo_proxy.py): this split is not trained on
+    n_test_per_class: int = 100
+    epochs: int = 5
     batch_size: int = 64
     workers: int = 1
 
     @classmethod
     def make(cls, out: Path, quick: bool) -> "DemoConfig":
         if quick:
-            return cls(out=out, quick=True, seeds=(0,), n_web=1000, n_proxy_per_class=20, n_test_per_class=10,
-                       proxy_epochs=3, epochs=3)
+            return cls(out=out, quick=True, seeds=(0,), n_web=1000, n_test_per_class=10, epochs=3)
         return cls(out=out)
 
     @property
@@ -43,9 +43,17 @@ class DemoConfig:
     def emb_dir(self) -> Path:
         return self.out / "dataset" / "embeddings"
 
-    def subset_dir(self, method: str, seed: int) -> Path:
-        # deterministic methods do not depend on the seed, seeded ones do
-        return self.out / "subsets" / (f"{method}-s{seed}" if method in ("random", "negclip-loss", "semdedup") else method)
+    @property
+    def proxy_checkpoint(self) -> Path:
+        return self.out / "proxy" / "proxy.pt"
 
-    def run_dir(self, name: str) -> Path:
-        return self.out / "runs" / name
+    @property
+    def proxy_templates(self) -> Path:
+        return self.out / "proxy" / "templates.txt"
+
+    def compare_config(self, layout) -> CompareConfig:
+        """The comparison the demo runs on its corpus: `clipcov compare`'s code, the demo's sizes."""
+        return CompareConfig(dataset=self.dataset_dir, embeddings=self.emb_dir, eval_data=layout.test_dir,
+                             out=self.out, budgets=self.budgets, variants=tuple(Variant(m, m) for m in self.methods),
+                             seeds=self.seeds, epochs=self.epochs, batch_size=self.batch_size, workers=self.workers,
+                             truth=layout.truth_path)

@@ -1,45 +1,20 @@
-"""The demo's stages. Each one writes its own folder and is skipped when that folder is complete,
-so an interrupted demo resumes. Stages meet through files only."""
+"""The demo's own stages (the corpus, its download, the proxy, the embedding); the comparison's
+stages are `clipcov compare`'s (clipcov_cli.compare.stages). Each one writes its own folder and is
+skipped when that folder is complete, so an interrupted demo resumes. Stages meet through files."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from clipcov_cli.compare.stages import clipcov_cli, evaluate
 from clipcov_cli.demo.config import DemoConfig
-from clipcov_cli.errors import ClipcovError, JobFailed, first_line
-
-TINY = "clipcov-tiny"
-
-
-def clipcov_cli(*args: str | Path, log: Path) -> None:
-    """Run one clipcov command in its own process (embed and eval: one call each per demo)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write(f"$ clipcov {' '.join(map(str, args))}\n")
-        f.flush()
-        r = subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise ClipcovError(f"demo stage failed: clipcov {' '.join(map(str, args[:2]))} (exit {r.returncode}); see {log}")
-
-
-@contextmanager
-def logged_to(log: Path, command: str) -> Iterator[None]:
-    """Send what an in-process stage prints (and the log handlers it creates) to the demo log."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write(f"$ {command}\n")
-        f.flush()
-        with redirect_stdout(f), redirect_stderr(f):
-            yield
+from clipcov_cli.demo.proxy import PROXY_MODEL, expand_checkpoint, proxy_templates
+from clipcov_cli.utils.atomic import write_text
 
 
 def make_corpus(cfg: DemoConfig):
@@ -67,115 +42,40 @@ def download(cfg: DemoConfig, layout):
                             echo=lambda m: None)
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted(run_dir.rglob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    return ckpts[-1] if ckpts else None
-
-
-def pretrain(cfg: DemoConfig, data: Path, name: str, epochs: int, seed: int, log: Path) -> Path:
-    """Train (or finish training) one tiny CLIP, in this process: the demo trains 7 to 19 models and
-    a fresh process would import torch and open_clip_train again for each."""
-    from clipcov_cli.pretrain.config import PretrainConfig
-    from clipcov_cli.pretrain.recipes import get_recipe
-    from clipcov_cli.pretrain.runner import run_pretrain
-
-    run = cfg.run_dir(name)
-    ckpt = latest_checkpoint(run)
-    if ckpt is not None and int(ckpt.stem.split("_")[1]) >= epochs:
-        return ckpt
-    pcfg = PretrainConfig(data=data, out=run, recipe=get_recipe("tiny"), epochs=epochs, batch_size=cfg.batch_size,
-                          workers=cfg.workers, seed=seed, device="cpu")
-    command = (f"clipcov pretrain {data} --out {run} --recipe tiny --epochs {epochs} --seed {seed} "
-               f"--batch-size {cfg.batch_size} --workers {cfg.workers} --device cpu")
-    with logged_to(log, command):
-        try:
-            run_pretrain(pcfg)
-        except ClipcovError:
-            raise
-        except Exception as exc:  # open_clip_train's own failure: one line, the details in the log
-            import traceback
-
-            traceback.print_exc()  # into the demo log (stderr is redirected there)
-            raise JobFailed(f"demo stage failed: pretrain {name} ({type(exc).__name__}: {first_line(exc, 200)}); "
-                            f"see {log}") from None
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
-        raise ClipcovError(f"pretrain wrote no checkpoint under {run}; see {log}")
-    return ckpt
+def proxy(cfg: DemoConfig) -> Path:
+    """The shipped proxy CLIP as a plain checkpoint under the demo folder, and its prompts file."""
+    write_text(cfg.proxy_templates, "\n".join(proxy_templates()) + "\n")
+    return expand_checkpoint(cfg.proxy_checkpoint)
 
 
 def embed(cfg: DemoConfig, layout, proxy_ckpt: Path, log: Path) -> None:
     info = cfg.emb_dir / "clipcov.json"
     if info.exists() and json.loads(info.read_text()).get("complete"):
         return
-    clipcov_cli("embed", cfg.dataset_dir, "--model", TINY, "--pretrained", proxy_ckpt, "--classes",
-                layout.classnames_path, "--templates", layout.templates_path, "--batch-size", 128,
+    clipcov_cli("embed", cfg.dataset_dir, "--model", PROXY_MODEL, "--pretrained", proxy_ckpt, "--classes",
+                layout.classnames_path, "--templates", cfg.proxy_templates, "--batch-size", 128,
                 "--workers", cfg.workers, "--device", "cpu", log=log)
 
 
-def select(cfg: DemoConfig, method: str, seed: int) -> Path:
-    from clipcov_cli.select.runner import SelectConfig, run_select
-
-    out = cfg.subset_dir(method, seed)
-    if not (out / "manifest.json").exists():
-        run_select(SelectConfig(input=cfg.emb_dir, out=out, budget=cfg.budget, method=method,
-                                params=(("seed", seed),), overwrite=True))
-    return out
-
-
-def export(subset: Path) -> Path:
-    from clipcov_cli.export import ExportConfig, run_export
-
-    shards = subset / "shards"
-    if not (shards / "manifest.json").exists():
-        run_export(ExportConfig(subset_dir=subset))
-    return shards
-
-
-def noise_fractions(cfg: DemoConfig, layout, keys: list[str]) -> dict[str, float]:
-    """Fractions of mismatched, junk and duplicate samples among ``keys`` (ground truth by uid)."""
+def label_accuracy(cfg: DemoConfig, layout) -> dict:
+    """How right the proxy's pseudo-labels are on the web split (ground truth: truth.parquet), over
+    the samples that show a class (junk images have none); classes used and the largest label's share."""
     meta = pd.concat([pq.read_table(p, columns=["key", "uid"]).to_pandas()
                       for p in sorted(cfg.dataset_dir.glob("[0-9]*.parquet"))])
-    truth = pq.read_table(layout.truth_path).to_pandas()
-    kinds = meta.merge(truth, on="uid").set_index("key")["kind"]
-    chosen = kinds.reindex(keys)
-    return {k: float(np.mean(chosen == k)) for k in ("mismatched", "junk", "duplicate")}
+    labels = pd.concat([pq.read_table(p, columns=["key", "pseudo_label"]).to_pandas()
+                        for p in sorted((cfg.emb_dir / "labels").glob("labels_*.parquet"))])
+    truth = pq.read_table(layout.truth_path, columns=["uid", "true_class"]).to_pandas()
+    t = labels.merge(meta, on="key").merge(truth, on="uid")
+    shown = t[t["true_class"] >= 0]
+    counts = np.bincount(t["pseudo_label"].to_numpy(np.int64), minlength=len(layout.class_names))
+    return {"accuracy": float(np.mean(shown["pseudo_label"].to_numpy() == shown["true_class"].to_numpy())),
+            "samples": int(len(shown)), "classes_used": int(np.count_nonzero(counts)),
+            "largest_label_share": float(counts.max() / max(len(t), 1))}
 
 
-def all_keys(cfg: DemoConfig) -> list[str]:
-    return pq.read_table(cfg.emb_dir / "metadata").column("key").to_pylist() if (cfg.emb_dir / "metadata").is_dir() else []
-
-
-def subset_keys(subset: Path) -> list[str]:
-    return pq.read_table(subset / "selection.parquet", columns=["key"]).column("key").to_pylist()
-
-
-def evaluate(cfg: DemoConfig, layout, ckpts: dict[str, Path], task: str, log: Path) -> dict[str, float]:
-    """Run `clipcov eval` once for all checkpoints; return {run name: headline metric}."""
-    out = cfg.out / "eval" / task
-    results = out / "results.json"
-    if not results.exists():
-        clipcov_cli("eval", *ckpts.values(), "--task", task, "--data", layout.test_dir, "--model", TINY,
-                    "--out", out, "--device", "cpu", log=log)
-    rows = json.loads(results.read_text())
-    rows = rows["results"] if isinstance(rows, dict) else rows
-    metric = {"zeroshot": "top1", "retrieval": "image_to_text_R@1"}[task]
-    by_ckpt: dict[str, float] = {}
-    for r in rows:
-        if r.get("metric") == metric:
-            by_ckpt[str(Path(r["checkpoint"]).resolve())] = float(r["value"])
-    return {name: by_ckpt[str(p.resolve())] for name, p in ckpts.items() if str(p.resolve()) in by_ckpt}
-
-
-def sample_images(cfg: DemoConfig, keys: list[str], limit: int) -> list[tuple[bytes, str]]:
-    """(jpeg bytes, caption) of up to ``limit`` of ``keys``, in the order given, from the dataset shards."""
-    import webdataset as wds
-
-    wanted = {k: i for i, k in enumerate(keys[:limit])}
-    found: dict[str, tuple[bytes, str]] = {}
-    for s in wds.WebDataset(sorted(map(str, cfg.dataset_dir.glob("*.tar"))), shardshuffle=False):
-        if s["__key__"] in wanted:
-            found[s["__key__"]] = (s["jpg"], s["txt"].decode())
-            if len(found) == len(wanted):
-                break
-    return [found[k] for k in keys[:limit] if k in found]
+def proxy_top1(cfg: DemoConfig, layout, ckpt: Path, log: Path) -> float:
+    """The proxy's zero-shot top-1 on the test split (the compared models' evaluation, with the
+    proxy's prompts: those its pseudo-labels use)."""
+    ccfg = cfg.compare_config(layout)
+    return evaluate(ccfg, {"proxy": ckpt}, "zeroshot", log, out=cfg.out / "eval" / "proxy", model=PROXY_MODEL,
+                    templates=cfg.proxy_templates)["proxy"]
