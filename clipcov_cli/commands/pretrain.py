@@ -38,7 +38,7 @@ def pretrain(
 
     cfg = PretrainConfig(data=data, out=out, recipe=get_recipe(recipe), model_config=model_config, epochs=epochs,
                          batch_size=batch_size, workers=workers, seed=seed, device=device, extra_args=tuple(ctx.args))
-    res = run_pretrain(cfg)
+    res = run_pretrain(cfg, report=err_console.print)
     err_console.print(f"trained on {res.samples:,} samples ({res.source}); latest checkpoint: {res.checkpoint}")
 
 

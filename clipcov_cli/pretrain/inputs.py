@@ -16,6 +16,11 @@ class TrainData:
     shards: tuple[Path, ...]
     samples: int
     source: str  # what the input was, for the report
+    counts: tuple[int, ...] | None = None  # samples per shard (same order), when known
+
+    def shard_counts(self) -> tuple[int, ...]:
+        """Samples per shard: the recorded counts, else a scan of the shards."""
+        return self.counts if self.counts is not None else tuple(_count_by_scan([t]) for t in self.shards)
 
 
 def _count_from_stats(folder: Path) -> int | None:
@@ -23,6 +28,19 @@ def _count_from_stats(folder: Path) -> int | None:
     if not stats or len(stats) != len(list(folder.glob("*.tar"))):
         return None
     return sum(int(json.loads(p.read_text()).get("successes", 0)) for p in stats)
+
+
+def _counts_recorded(folder: Path, tars: list[Path]) -> tuple[int, ...] | None:
+    """Per-shard counts from export's sizes.json, else img2dataset's {shard}_stats.json files."""
+    sizes = folder / "sizes.json"
+    if sizes.exists():
+        table = json.loads(sizes.read_text())
+        if all(t.name in table for t in tars):
+            return tuple(int(table[t.name]) for t in tars)
+    stats = [folder / f"{t.stem}_stats.json" for t in tars]
+    if all(p.exists() for p in stats):
+        return tuple(int(json.loads(p.read_text()).get("successes", 0)) for p in stats)
+    return None
 
 
 def _count_by_scan(tars: list[Path]) -> int:
@@ -52,7 +70,10 @@ def shards_folder(folder: Path, source: str) -> TrainData:
         count = _count_by_scan(tars)
     if count == 0:
         raise ClipcovError(f"{folder} holds no sample with an image")
-    return TrainData(tuple(tars), int(count), source)
+    counts = _counts_recorded(folder, tars)
+    if counts is not None and sum(counts) != count:
+        counts = None  # the records disagree: scan when the epoch plan needs them
+    return TrainData(tuple(tars), int(count), source, counts)
 
 
 def resolve_input(path: Path, run_dir: Path) -> TrainData:
@@ -68,5 +89,6 @@ def resolve_input(path: Path, run_dir: Path) -> TrainData:
         res = run_export(ExportConfig(subset_dir=path, out_dir=run_dir / "data"))
         return shards_folder(res.out_dir, f"subset {path} (selected keys streamed from its source into {res.out_dir})")
     if path.is_file() and path.suffix == ".tar":
-        return TrainData((path,), _count_by_scan([path]), f"shard {path}")
+        n = _count_by_scan([path])
+        return TrainData((path,), n, f"shard {path}", (n,))
     return shards_folder(path, f"WebDataset folder {path}")
