@@ -30,32 +30,16 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Zero-shot accuracy or retrieval recall of one or more checkpoints."""
-    from clipcov_cli.embed.model import ModelSpec, load_model
-    from clipcov_cli.errors import ClipcovError
-    from clipcov_cli.evaluate.data import load_eval_set, templates_for
-    from clipcov_cli.evaluate.evaluator import model_name_for, retrieval, zeroshot
-    from clipcov_cli.evaluate.results import comparison_table, write_results
+    from clipcov_cli.evaluate.results import comparison_table
+    from clipcov_cli.evaluate.runner import EvalConfig, run_eval
 
-    if task not in ("zeroshot", "retrieval"):
-        raise ClipcovError(f"unknown --task {task!r}: use zeroshot or retrieval")
-    for c in checkpoints:
-        if not c.is_file():
-            raise ClipcovError(f"checkpoint {c} does not exist")
-    es = load_eval_set(data, classes)
-    tmpl = templates_for(data, templates) if task == "zeroshot" else ()
-    rows = []
-    for ckpt in checkpoints:
-        name = model_name_for(ckpt, model) if model_config is None else model_config.stem
-        loaded = load_model(ModelSpec(model=name, pretrained=str(ckpt), model_config=model_config, device=device))
-        metrics = zeroshot(loaded, es, tmpl, batch_size) if task == "zeroshot" else retrieval(loaded, es, batch_size)
-        rows += [{"task": task, "metric": k, "value": v, "model": name, "checkpoint": str(ckpt.resolve()),
-                  "data": str(data.resolve())} for k, v in metrics.items()]
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_results(out, rows)
-    console.print(comparison_table(rows))
-    err_console.print(f"wrote {path}")
+    cfg = EvalConfig(checkpoints=tuple(checkpoints), data=data, task=task, classes=classes, templates=templates,
+                     model=model, model_config=model_config, out=out, batch_size=batch_size, device=device)
+    res = run_eval(cfg)
+    console.print(comparison_table(list(res.rows)))
+    err_console.print(f"wrote {res.path}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval", help="Evaluate checkpoints: zero-shot top-1/top-5 or retrieval R@1/5/10.", epilog=EPILOG,
+    app.command("eval", help="Evaluate checkpoints: zero-shot acc1/acc5/mean per-class recall or retrieval R@1/5/10.", epilog=EPILOG,
                 short_help="Zero-shot / retrieval of checkpoints. e.g. clipcov eval ckpt.pt --data val/")(evaluate)

@@ -54,6 +54,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> DemoResult:
         echo(f"seed {seed}: full noisy corpus trained")
     zs = stages.evaluate(cfg, layout, ckpts, "zeroshot", log)
     rt = stages.evaluate(cfg, layout, ckpts, "retrieval", log)
+    bal = stages.evaluate(cfg, layout, ckpts, "zeroshot", log, metric="mean_per_class_recall")
     all_keys = stages.all_keys(cfg)
     rows = []
     for method in (*cfg.methods, "full"):
@@ -61,7 +62,7 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> DemoResult:
         keys = all_keys if method == "full" else stages.subset_keys(subsets[(method, cfg.seeds[0])])
         rows.append(Row(method=method, budget="100%" if method == "full" else cfg.budget, samples=len(keys),
                         top1=[zs[n] for n in names if n in zs], recall1=[rt[n] for n in names if n in rt],
-                        noise=stages.noise_fractions(cfg, layout, keys)))
+                        noise=stages.noise_fractions(cfg, layout, keys), balanced=[bal[n] for n in names if n in bal]))
     notes = _verdict(rows)
     title = f"clipcov demo ({'quick, ' if cfg.quick else ''}{len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}, budget {cfg.budget})"
     kept, dropped = _examples(cfg, subsets[("clipcov", cfg.seeds[0])])

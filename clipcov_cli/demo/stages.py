@@ -150,8 +150,13 @@ def subset_keys(subset: Path) -> list[str]:
     return pq.read_table(subset / "selection.parquet", columns=["key"]).column("key").to_pylist()
 
 
-def evaluate(cfg: DemoConfig, layout, ckpts: dict[str, Path], task: str, log: Path) -> dict[str, float]:
-    """Run `clipcov eval` once for all checkpoints; return {run name: headline metric}."""
+# the first name found wins: clip_benchmark's names, then the ones results.json held before
+HEADLINE = {"zeroshot": ("acc1", "top1"), "retrieval": ("image_to_text_R@1",)}
+
+
+def evaluate(cfg: DemoConfig, layout, ckpts: dict[str, Path], task: str, log: Path,
+             metric: str | None = None) -> dict[str, float]:
+    """Run `clipcov eval` once for all checkpoints; return {run name: headline metric (or ``metric``)}."""
     out = cfg.out / "eval" / task
     results = out / "results.json"
     if not results.exists():
@@ -159,11 +164,12 @@ def evaluate(cfg: DemoConfig, layout, ckpts: dict[str, Path], task: str, log: Pa
                     "--out", out, "--device", "cpu", log=log)
     rows = json.loads(results.read_text())
     rows = rows["results"] if isinstance(rows, dict) else rows
-    metric = {"zeroshot": "top1", "retrieval": "image_to_text_R@1"}[task]
+    names = (metric,) if metric else HEADLINE[task]
     by_ckpt: dict[str, float] = {}
-    for r in rows:
-        if r.get("metric") == metric:
-            by_ckpt[str(Path(r["checkpoint"]).resolve())] = float(r["value"])
+    for name in reversed(names):
+        for r in rows:
+            if r.get("metric") == name:
+                by_ckpt[str(Path(r["checkpoint"]).resolve())] = float(r["value"])
     return {name: by_ckpt[str(p.resolve())] for name, p in ckpts.items() if str(p.resolve()) in by_ckpt}
 
 
