@@ -20,6 +20,7 @@ from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
 from clipcov_cli.select.writer import selection_table, write_subset
 from clipcov_cli.utils.budget import parse_budget
+from clipcov_cli.utils.progress import job_phase
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     if not cfg.dry_run:
         selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
-    emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
-                                workers=workers, class_copy=False if cfg.engine == "ray" else None,
-                                map_parts=cfg.engine != "ray")
+    with job_phase(f"select: reading {cfg.input}"):
+        emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
+                                    workers=workers, class_copy=False if cfg.engine == "ray" else None,
+                                    map_parts=cfg.engine != "ray")
     profile(f"read {time.time() - t0:.2f} s")
     try:
         if cfg.method == "clipcov" and not info.has_labels:
@@ -82,7 +84,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         if cfg.dry_run:
             failed = False
             return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names), None)
-        sel = selector.select(emb, budget)
+        with job_phase(f"select: {cfg.method} choosing {budget:,} of {emb.n_valid:,} rows"):
+            sel = selector.select(emb, budget)
         release.start()  # the rows are not read again: their copy goes while the output is written
         _verify(emb, sel, budget)
         before, after = class_histograms(emb, sel)
@@ -99,7 +102,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             "wall_time_s": round(time.time() - t0, 3),
         }
         profile(f"selected {time.time() - t0:.2f} s")
-        write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
+        with job_phase(f"select: writing {cfg.out}"):
+            write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
         profile(f"written {time.time() - t0:.2f} s")
         table = summary_table(emb, sel, cfg.method, cfg.budget, info.excluded_nan + info.excluded_zero)
         result = SelectResult(emb.keys[sel.indices].astype(str).tolist(), table, cfg.out, manifest)
