@@ -98,6 +98,6 @@ def test_bad_inputs(tmp_path):
     r = clipcov("pretrain", tmp_path / "nope", "--out", tmp_path / "run")
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = clipcov("pretrain", tmp_path, "--out", tmp_path / "run", "--recipe", "huge")
-    assert r.returncode == 2 and "unknown recipe" in r.stderr
+    assert r.returncode == 2 and "unknown --recipe 'huge'" in r.stderr
     r = clipcov("eval", tmp_path / "x.pt", "--data", tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
+from clipcov_cli.commands.options import ENGINES, INPUT_FORMATS, RESIZE_MODES
 from clipcov_cli.utils.console import err_console
 
 EPILOG = """\
@@ -24,20 +25,20 @@ def download(
     url_list: Path = typer.Argument(..., help="URL list: .tsv, .csv, .txt (optionally .gz) or .parquet."),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder (WebDataset shards)."),
     recipe: Optional[str] = typer.Option(None, help="Preset: cc3m, cc12m, or a recipe YAML file."),
-    input_format: Optional[str] = typer.Option(None, help="tsv, csv, txt, parquet (default: from the extension)."),
+    input_format: Optional[Literal[INPUT_FORMATS]] = typer.Option(None, help="URL list format [default: from the extension]."),
     url_col: Optional[str] = typer.Option(None, help="Column holding the image URL [default: url]."),
     caption_col: Optional[str] = typer.Option(None, help="Column holding the caption [default: caption]."),
     extra_col: Optional[List[str]] = typer.Option(None, "--extra-col", help="Extra column to keep (repeatable)."),
     image_size: Optional[int] = typer.Option(None, help="Resize target in pixels [default: 256]."),
-    resize_mode: Optional[str] = typer.Option(None, help="no, border, keep_ratio, keep_ratio_largest, center_crop [default: border]."),
+    resize_mode: Optional[Literal[RESIZE_MODES]] = typer.Option(None, help="img2dataset's resize mode [default: border]."),
     processes: Optional[int] = typer.Option(None, help="Download processes [default: 1]."),
     threads: Optional[int] = typer.Option(None, help="Threads per process [default: 16]."),
     shard_size: Optional[int] = typer.Option(None, help="Samples per shard [default: 10000]."),
     retries: Optional[int] = typer.Option(None, help="Retries per URL [default: 0]."),
     timeout: Optional[int] = typer.Option(None, help="Seconds before a URL times out [default: 10]."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-download only failed samples, into new shards."),
-    engine: str = typer.Option("local", help="local (img2dataset's process pool) or ray (img2dataset's Ray distributor)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster \\[default: start a local Ray instance]."),
+    engine: Literal[ENGINES] = typer.Option("local", help="local (img2dataset's process pool) or ray (img2dataset's Ray distributor)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster [default: start a local Ray instance]."),
 ) -> None:
     """Download a URL+caption list into WebDataset shards (img2dataset), resumably."""
     from clipcov_cli.download import DownloadConfig, load_recipe, run_download, summary_table

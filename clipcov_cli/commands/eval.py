@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
+from clipcov_cli.commands.options import TASKS, complete_device, parse_device
 from clipcov_cli.utils.console import console, err_console
 
 EPILOG = """\
@@ -19,15 +20,15 @@ Examples:\n\n
 
 def evaluate(
     checkpoints: List[Path] = typer.Argument(..., help="Checkpoint files (open_clip_train or open_clip state dicts)."),
-    task: str = typer.Option("zeroshot", help="zeroshot or retrieval."),
+    task: Literal[TASKS] = typer.Option("zeroshot", help="zeroshot or retrieval."),
     data: Path = typer.Option(..., help="Labelled WebDataset folder (.jpg + .cls/.txt) or class-subfolder image folder."),
     classes: Optional[Path] = typer.Option(None, help="Class names file [default: DATA/classnames.txt or folder names]."),
     templates: Optional[str] = typer.Option(None, help="Templates file with {c} [default: DATA/templates.txt, else openai]."),
     model: Optional[str] = typer.Option(None, help="Architecture [default: from the run's params.txt]."),
     model_config: Optional[Path] = typer.Option(None, help="Custom open_clip model config JSON."),
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for results.json."),
-    batch_size: int = typer.Option(128, min=1),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(128, min=1, help="Images (and captions) per model batch."),
+    device: str = typer.Option("auto", parser=parse_device, shell_complete=complete_device, metavar="<auto|cpu|cuda|cuda:N>", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Zero-shot accuracy or retrieval recall of one or more checkpoints."""
     from clipcov_cli.evaluate.results import comparison_table

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from clipcov_cli.commands.options import RECIPES, complete_device, parse_device
 from clipcov_cli.utils.console import err_console
 
 EPILOG = """\
@@ -23,13 +24,13 @@ def pretrain(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="A subset folder (exported or not), or any WebDataset folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (open_clip_train logs and checkpoints)."),
-    recipe: str = typer.Option("tiny", help="paper (RN50, 30 epochs, batch 512) or tiny (CPU, minutes)."),
+    recipe: Literal[RECIPES] = typer.Option("tiny", help="paper (RN50, 30 epochs, batch 512) or tiny (CPU, minutes)."),
     model_config: Optional[Path] = typer.Option(None, help="A custom open_clip model config JSON to train instead."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Override the recipe's epochs."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Override the recipe's batch size."),
     workers: Optional[int] = typer.Option(None, min=1, help="Data loader workers (at most one per shard)."),
     seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", parser=parse_device, shell_complete=complete_device, metavar="<auto|cpu|cuda|cuda:N>", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Train a CLIP from scratch on a subset with open_clip_train."""
     from clipcov_cli.pretrain.config import PretrainConfig

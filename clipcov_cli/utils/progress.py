@@ -122,11 +122,9 @@ class _Bar:
 
 @contextlib.contextmanager
 def job_phase(label: str) -> Iterator[None]:
-    """A phase whose size is unknown: a transient spinner on a terminal; in a log file a line at its
-    start, one every ``CLIPCOV_PROGRESS_SECONDS`` while it runs, and one at its end."""
-    if err_console.is_terminal:
-        with err_console.status(label):
-            yield
+    """A phase whose size is unknown: nothing on a terminal; in a log file a line at its start, one every ``CLIPCOV_PROGRESS_SECONDS`` while it runs, and one at its end."""
+    if err_console.is_terminal:  # the command's own bar or spinner shows it (one live display at a time)
+        yield
         return
     import threading
 
@@ -136,7 +134,6 @@ def job_phase(label: str) -> Iterator[None]:
         while not stop.wait(max(interval(), 0.05)):
             _echo(f"{label}: running, {_clock(time.monotonic() - start)} elapsed")
 
-    _echo(f"{label} ...")
     thread = threading.Thread(target=beat, name="clipcov-progress", daemon=True)
     thread.start()
     try:
@@ -144,4 +141,5 @@ def job_phase(label: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-    _echo(f"{label}: done in {_clock(time.monotonic() - start)}")
+    if (took := time.monotonic() - start) >= interval():  # short phases stay quiet
+        _echo(f"{label}: done in {_clock(took)}")
