@@ -36,7 +36,9 @@ def download(
     shard_size: Optional[int] = typer.Option(None, help="Samples per shard [default: 10000]."),
     retries: Optional[int] = typer.Option(None, help="Retries per URL [default: 0]."),
     timeout: Optional[int] = typer.Option(None, help="Seconds before a URL times out [default: 10]."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-download only failed samples, into new shards."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-download only failed samples, into new shards (not permanent failures: 404, not an image)."),
+    retry_all: bool = typer.Option(False, "--retry-all", help="With --retry-failed (implied): permanent failures too."),
+    max_attempts: int = typer.Option(3, "--max-attempts", min=1, help="With --retry-failed: attempts per URL, the first included."),
     engine: Literal[ENGINES] = typer.Option("local", help="local (img2dataset's process pool) or ray (img2dataset's Ray distributor)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto joins the running cluster [default: start a local Ray instance]."),
 ) -> None:
@@ -48,7 +50,7 @@ def download(
         input_format=input_format, url_col=url_col, caption_col=caption_col,
         extra_cols=tuple(extra_col) if extra_col else None, image_size=image_size, resize_mode=resize_mode,
         processes=processes, threads=threads, shard_size=shard_size, retries=retries, timeout=timeout,
-        retry_failed=retry_failed or None, engine=engine, ray_address=ray_address,
+        retry_failed=retry_failed or retry_all or None, retry_all=retry_all or None, max_attempts=max_attempts, engine=engine, ray_address=ray_address,
     )
     with err_console.status(f"downloading {url_list.name} into {out} ..."):
         summary = run_download(cfg, echo=lambda m: err_console.print(m, highlight=False))
