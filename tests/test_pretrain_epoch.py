@@ -73,3 +73,38 @@ def test_pretrain_says_its_epoch_and_leaves_nothing_in_the_temp_folder(tmp_path)
     assert "each epoch reads 24 of 24 samples once" in said and "1 worker(s) instead of 2" in said, said[-2000:]
     assert "train_num_samples: 24" in (tmp_path / "run" / "clipcov" / "params.txt").read_text()
     assert sorted(os.listdir(tmp)) == []  # wandb-media, wandb-artifacts, torchinductor_*: in RUN/tmp if anywhere
+
+
+def test_no_copy_streams_only_the_selected_samples_from_the_source_shards(tmp_path):
+    from export_helpers import make_source, make_subset
+
+    truth = make_source(tmp_path / "src", shards=4, per=10, real_jpeg=True)
+    keys = [k for k in sorted(truth) if int(k[-4:]) % 10 in (0, 2, 3, 5, 7, 9)]  # 6 of each shard's 10
+    sub = make_subset(tmp_path / "subset", keys[::-1], tmp_path / "src")
+    run = tmp_path / "run"
+    cfg = PretrainConfig(data=sub, out=run, recipe=get_recipe("tiny"), batch_size=4, workers=2, no_copy=True)
+    data = resolve_input(sub, run, no_copy=True)
+    assert data.samples == 24 and all(str(s).startswith("pipe:") for s in data.shards)
+    argv = build_argv(cfg, data, "cpu")
+    want = sorted(truth[k]["txt"].decode() for k in keys)
+    for reads in epoch_reads(argv):
+        assert sorted(reads) == want  # every selected sample once, nothing else
+    assert not (run / "data").exists()  # no filtered copy
+
+
+def test_pretrain_no_copy_trains_without_writing_a_copy(tmp_path):
+    import subprocess
+    import sys
+
+    from export_helpers import make_source, make_subset
+
+    truth = make_source(tmp_path / "src", shards=2, per=12, real_jpeg=True)
+    sub = make_subset(tmp_path / "subset", sorted(truth)[::2], tmp_path / "src")
+    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "pretrain", sub, "--out", tmp_path / "run", "--no-copy",
+                        "--epochs", "1", "--batch-size", "4", "--workers", "2", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no copy" in r.stderr and "each epoch reads 12 of 12 samples once" in " ".join(r.stderr.split())
+    assert "train_num_samples: 12" in (tmp_path / "run" / "clipcov" / "params.txt").read_text()
+    assert not (tmp_path / "run" / "data").exists()
+    assert (tmp_path / "run" / "clipcov" / "checkpoints" / "epoch_1.pt").exists()

@@ -30,6 +30,7 @@ def pretrain(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Override the recipe's batch size."),
     workers: Optional[int] = typer.Option(None, min=1, help="Data loader workers (at most one per shard)."),
     seed: int = typer.Option(0, help="Random seed."),
+    no_copy: bool = typer.Option(False, "--no-copy", help="A subset not exported: stream its selected samples from the source shards while training instead of writing a filtered copy into RUN/data."),
     device: str = typer.Option("auto", parser=parse_device, shell_complete=complete_device, metavar="<auto|cpu|cuda|cuda:N>", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Train a CLIP from scratch on a subset with open_clip_train."""
@@ -38,7 +39,8 @@ def pretrain(
     from clipcov_cli.pretrain.runner import run_pretrain
 
     cfg = PretrainConfig(data=data, out=out, recipe=get_recipe(recipe), model_config=model_config, epochs=epochs,
-                         batch_size=batch_size, workers=workers, seed=seed, device=device, extra_args=tuple(ctx.args))
+                         batch_size=batch_size, workers=workers, seed=seed, device=device, extra_args=tuple(ctx.args),
+                         no_copy=no_copy)
     res = run_pretrain(cfg, report=err_console.print)
     err_console.print(f"trained on {res.samples:,} samples ({res.source}); latest checkpoint: {res.checkpoint}")
 

@@ -20,6 +20,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     extra_args: tuple[str, ...] = ()
+    no_copy: bool = False  # a subset not exported: stream its keys from the source shards, no copy
 
     @property
     def model_name(self) -> str:

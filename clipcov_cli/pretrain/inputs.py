@@ -13,7 +13,7 @@ from clipcov_cli.errors import ClipcovError
 
 @dataclass(frozen=True)
 class TrainData:
-    shards: tuple[Path, ...]
+    shards: tuple[Path | str, ...]  # shard files, or pipe: URLs (--no-copy)
     samples: int
     source: str  # what the input was, for the report
     counts: tuple[int, ...] | None = None  # samples per shard (same order), when known
@@ -76,14 +76,38 @@ def shards_folder(folder: Path, source: str) -> TrainData:
     return TrainData(tuple(tars), int(count), source, counts)
 
 
-def resolve_input(path: Path, run_dir: Path) -> TrainData:
-    """An exported subset (``SUBSET/shards``), a subset not exported (exported into RUN/data), or a
-    WebDataset folder."""
+def streamed_subset(subset: Path, run_dir: Path) -> TrainData:
+    """A subset that was not exported, read from its source shards as it trains (``--no-copy``):
+    one ``pipe:`` URL per source shard holding selected keys, each streaming only those."""
+    from clipcov_cli.export.plan import make_plan, missing_error, read_selection, source_dataset
+    from clipcov_cli.pretrain.stream import stream_url
+
+    dataset = source_dataset(None, subset)
+    plan = make_plan(read_selection(subset), dataset)
+    if plan.missing:
+        raise missing_error(plan.missing, dataset, plan.unreadable)
+    folder = run_dir / "stream-keys"
+    folder.mkdir(parents=True, exist_ok=True)
+    urls, counts = [], []
+    for stem in sorted(plan.by_shard):
+        keys_file = folder / f"{stem}.txt"
+        keys_file.write_text("".join(k + "\n" for k in sorted(plan.by_shard[stem])))
+        urls.append(stream_url(dataset / f"{stem}.tar", keys_file))
+        counts.append(len(plan.by_shard[stem]))
+    return TrainData(tuple(urls), sum(counts), f"subset {subset} (selected keys streamed from {dataset}, no copy)",
+                     tuple(counts))
+
+
+def resolve_input(path: Path, run_dir: Path, no_copy: bool = False) -> TrainData:
+    """An exported subset (``SUBSET/shards``), a subset not exported (exported into RUN/data, or
+    with ``no_copy`` streamed from its source shards), or a WebDataset folder."""
     if not path.exists():
         raise ClipcovError(f"{path} does not exist")
     if (path / "selection.parquet").exists():
         if (path / "shards" / "manifest.json").exists():
             return shards_folder(path / "shards", f"exported subset {path}")
+        if no_copy:
+            return streamed_subset(path, run_dir)
         from clipcov_cli.export import ExportConfig, run_export
 
         res = run_export(ExportConfig(subset_dir=path, out_dir=run_dir / "data"))

@@ -35,7 +35,7 @@ def run_pretrain(cfg: PretrainConfig, report: Callable[[str], None] | None = Non
             from clipcov_cli.models import register_model_config
 
             register_model_config(cfg.model_config)
-    data = resolve_input(cfg.data, cfg.out)
+    data = resolve_input(cfg.data, cfg.out, cfg.no_copy)
     plan = plan_for(cfg, data)
     if report is not None:
         report(plan.describe())
