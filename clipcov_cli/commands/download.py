@@ -9,6 +9,7 @@ import typer
 
 from clipcov_cli.commands.options import ENGINES, INPUT_FORMATS, RESIZE_MODES
 from clipcov_cli.utils.console import err_console
+from clipcov_cli.utils.progress import job_phase
 
 EPILOG = """\
 Examples:\n\n
@@ -53,7 +54,8 @@ def download(
         retry_failed=retry_failed or retry_all or None, retry_all=retry_all or None, max_attempts=max_attempts, engine=engine, ray_address=ray_address,
     )
     with err_console.status(f"downloading {url_list.name} into {out} ..."):
-        summary = run_download(cfg, echo=lambda m: err_console.print(m, highlight=False))
+        with job_phase(f"download: {url_list.name}"):  # in a log file: a line every CLIPCOV_PROGRESS_SECONDS
+            summary = run_download(cfg, echo=lambda m: err_console.print(m, highlight=False))
     err_console.print(summary_table(summary))
 
 
