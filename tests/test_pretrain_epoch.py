@@ -52,7 +52,7 @@ def test_each_sample_at_most_once_per_epoch_with_several_workers(tmp_path, sizes
     for reads in epoch_reads(argv):
         assert len(reads) == len(set(reads)) == n, (len(reads), len(set(reads)), n)  # no repeats, as many as said
     assert n >= sum(sizes) - batch * len(sizes)  # little is left out
-    if len(set(sizes)) == 1 and sizes[0] % batch == 0:  # even shards: everything, on every worker asked for
+    if len(set(sizes)) == 1 and sizes[0] % batch == 0 and len(sizes) % workers == 0:  # even shards: all, all workers
         assert n == sum(sizes) and argv[argv.index("--workers") + 1] == str(workers)
 
 

@@ -34,9 +34,12 @@ def test_progress_line_has_count_rate_and_eta():
     lines = []
     p = PlainProgress("x", 10, "rows", 3600.0, lines.append)
     p.advance(4)
-    assert lines == []  # not before the interval
     p.finish()
-    assert len(lines) == 1 and lines[0].startswith("x: 4/10 rows (40%)")
+    assert lines == []  # not before the interval, and a short phase ends quietly
+    p = PlainProgress("x", 10, "rows", 0.0, lines.append)
+    p.advance(4)
+    p.finish()
+    assert len(lines) == 2 and lines[-1].startswith("x: 4/10 rows (40%)")
 
 
 def test_embed_select_export_print_progress_lines_into_a_log_file(tmp_path):

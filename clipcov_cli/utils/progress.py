@@ -73,7 +73,8 @@ class PlainProgress:
             self.echo(progress_line(self.label, self.done, self.total, self.unit, now - self.start))
 
     def finish(self) -> None:
-        if self.done:
+        """The phase's last line, if it ran for at least the interval (short phases stay quiet)."""
+        if self.done and time.monotonic() - self.start >= self.every:
             self.echo(progress_line(self.label, self.done, self.total, self.unit, time.monotonic() - self.start))
 
 
@@ -96,10 +97,8 @@ def job_progress(total: int | None, label: str, unit: str = "samples") -> Iterat
     terminal, plain periodic lines when stderr is not one."""
     if not err_console.is_terminal:
         plain = PlainProgress(label, total, unit, interval(), _echo)
-        try:
-            yield plain
-        finally:
-            plain.finish()
+        yield plain
+        plain.finish()  # not after an error: the error is the last line
         return
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True)
