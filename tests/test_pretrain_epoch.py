@@ -65,13 +65,14 @@ def test_pretrain_says_its_epoch_and_leaves_nothing_in_the_temp_folder(tmp_path)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "pretrain", data_dir, "--out", tmp_path / "run",
+    run = tmp_path / ("a-long-run-folder-name-" * 4) / "run"  # the loader's sockets must not live under it
+    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "pretrain", data_dir, "--out", run,
                         "--epochs", "1", "--batch-size", "8", "--workers", "2", "--device", "cpu"],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     said = " ".join(r.stderr.split())
     assert "each epoch reads 24 of 24 samples once" in said and "1 worker(s) instead of 2" in said, said[-2000:]
-    assert "train_num_samples: 24" in (tmp_path / "run" / "clipcov" / "params.txt").read_text()
+    assert "train_num_samples: 24" in (run / "clipcov" / "params.txt").read_text()
     assert sorted(os.listdir(tmp)) == []  # wandb-media, wandb-artifacts, torchinductor_*: in RUN/tmp if anywhere
 
 

@@ -106,8 +106,10 @@ def build_argv(cfg: PretrainConfig, data: TrainData, device: str, plan: EpochPla
 @contextlib.contextmanager
 def temp_folder_in(folder: Path):
     """Point Python's temp folder into ``folder`` for a while: what open_clip and open_clip_train
-    create there on import or while training (wandb's ``wandb-media``/``wandb-artifacts``, torch's
-    ``torchinductor_<user>``, the loader's ``pymp-*``) lands in the run folder, not in /tmp."""
+    create there on import (wandb's ``wandb-media``/``wandb-artifacts``, torch's
+    ``torchinductor_<user>``) lands in the run folder, not in /tmp. Not while training: the
+    loader's workers share tensors through Unix sockets under the temp folder, whose path must stay
+    short (108 bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
     before = tempfile.tempdir
     tempfile.tempdir = str(folder)
@@ -118,16 +120,16 @@ def temp_folder_in(folder: Path):
 
 
 def run_open_clip_train(argv: list[str], run_dir: Path | None = None) -> int:
-    """Call ``open_clip_train.main.main(argv)`` in this process, with the temp folder in
+    """Call ``open_clip_train.main.main(argv)`` in this process, imported with the temp folder in
     ``RUN_DIR/tmp``. open_clip_train adds handlers to the root logger and raises its level on every
     call; they are removed afterwards, so that several runs in one process (the demo) do not log into
     each other's files."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
-    if run_dir is None:
-        return _train(argv)
-    with temp_folder_in(run_dir / "tmp"):
-        return _train(argv)
+    if run_dir is not None:
+        with temp_folder_in(run_dir / "tmp"):  # only the imports: the loader's sockets need a short path
+            import open_clip_train.main  # noqa: F401
+    return _train(argv)
 
 
 def _train(argv: list[str]) -> int:
