@@ -48,7 +48,7 @@ def clipcov_child(root: Path, fraction: str, out: Path, workers: int, engine: st
     """Wall seconds, peak RSS (GB) and phase lines of `clipcov select` in a child process."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "clipcov_cli", "select", str(root), "--budget", fraction, "--out", str(out),
-           "--overwrite", "--workers", str(workers), "--engine", engine]
+           "--overwrite", "--threads", str(workers), "--engine", engine]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env=os.environ | {"CLIPCOV_SELECT_PROFILE": "1"})
     err = p.stderr.read()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import sys
 
 # img2dataset imports albumentations, which would check online for updates.
@@ -28,8 +29,10 @@ app = typer.Typer(
         "clipcov select cc3m/ --budget 10% --out subset/"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: option names and choices
     pretty_exceptions_enable=False,
+    # help text is plain text: "[default: ...]" and other brackets are shown as written, not read as rich markup
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -55,6 +58,9 @@ def _register_commands() -> None:
 
     for module in commands.ordered():
         module.register(app)
+    for command in app.registered_commands:  # examples keep their lines (plain help rewraps paragraphs)
+        if command.epilog:
+            command.epilog = "\n\n".join("\b\n" + p for p in re.split(r"\n\s*\n", command.epilog.strip()) if p.strip())
 
 
 _register_commands()
@@ -72,10 +78,47 @@ def entry() -> None:
     _fast_exit(_run(None))
 
 
+# img2dataset's, clip-retrieval's and open_clip_train's spellings -> clipcov's (suggested when the
+# command has it); other snake_case flags are suggested in their dashed form when the command has that
+FOREIGN_FLAGS = {
+    "--output_folder": "--out", "--output-folder": "--out", "--output_dir": "--out", "--output-dir": "--out",
+    "--url_list": "URL_LIST (the first argument)", "--input_dataset": "DATASET_DIR (the first argument)",
+    "--processes_count": "--processes", "--thread_count": "--threads", "--num_prepro_workers": "--workers",
+    "--number_sample_per_shard": "--shard-size", "--clip_model": "--model", "--retries_count": "--retries",
+    "--train-data": "DATA (the first argument)", "--train_data": "DATA (the first argument)",
+}
+
+
+def _foreign_flag(argv: list[str]) -> str | None:
+    """A one-line "did you mean" for a flag another tool spells differently, or None."""
+    import typer.main
+
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = typer.main.get_command(app).commands.get(name) if name else None  # type: ignore[attr-defined]
+    if command is None:
+        return None
+    known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for arg in argv[argv.index(name) + 1:]:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--") or flag in known:
+            continue
+        hint = FOREIGN_FLAGS.get(flag)
+        if hint is None or (hint.startswith("--") and hint not in known):
+            hint = flag.replace("_", "-") if flag.replace("_", "-") in known else None
+        if hint is not None:
+            return f"no such option {flag} for clipcov {name} (another tool's spelling): did you mean {hint}?"
+    return None
+
+
 def _run(argv: list[str] | None) -> int:
     """Run the app; return the process' exit code."""
     try:
-        app(args=argv, standalone_mode=True)
+        hint = _foreign_flag(list(sys.argv[1:] if argv is None else argv))
+        if hint is not None:
+            raise ClipcovError(hint)
+        return _exit_code(_invoke(argv))
     except ClipcovError as exc:
         from rich.markup import escape  # messages hold brackets ("clipcov[ray]", "[default: ...]")
 
@@ -87,6 +130,45 @@ def _run(argv: list[str] | None) -> int:
     except SystemExit as exc:  # standalone mode ends with it, success included
         return _exit_code(exc.code)
     return 0
+
+
+def _click_exceptions():
+    try:  # Typer >= 0.2x vendors click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _invoke(argv: list[str] | None) -> object:
+    """The app, with click's usage errors (a bad choice, a missing option) as one ``error:`` line."""
+    exceptions = _click_exceptions()
+    try:
+        return app(args=argv, prog_name="clipcov", standalone_mode=False)
+    except exceptions.ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `clipcov` alone: the help, as before
+            typer.echo(exc.ctx.get_help())
+            return exc.exit_code
+        message = _usage_message(exc)
+        raise ClipcovError(message, exit_code=exc.exit_code) from None
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        err_console.print("aborted", highlight=False)
+        return 1
+
+
+def _usage_message(exc) -> str:
+    """click's message, a bad choice as ``unknown --flag 'value': use one of a, b`` (plus where help is)."""
+    text = " ".join(exc.format_message().split())
+    m = re.search(r"'(?P<value>[^']*)' is not one of (?P<choices>.*?)\.?$", text)
+    param = getattr(exc, "param", None)
+    if m and param is not None and getattr(param, "opts", None):
+        choices = ", ".join(c.strip().strip("'") for c in m.group("choices").split(","))
+        return f"unknown {param.opts[0]} {m.group('value')!r}: use one of {choices}"
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return text + where
 
 
 def _exit_code(code: object) -> int:

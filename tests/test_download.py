@@ -113,6 +113,29 @@ def test_kill_and_resume_completes_without_duplicates(corpus, tmp_path):
     assert sorted(json.loads(s["json"])["uid"] for s in samples) == sorted(pd.read_parquet(tmp_path / "urls.parquet").uid)
 
 
+def test_retry_failed_skips_permanent_failures_and_caps_attempts(corpus, tmp_path):
+    layout, srv = corpus
+    write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
+    good = pd.read_parquet(tmp_path / "urls.parquet").head(5)
+    bad = pd.DataFrame({"url": [f"{srv.base_url}/images/missing.jpg", f"{srv.base_url}/broken/not_an_image.jpg",
+                                f"{srv.base_url}/stall/images/w000001.jpg"],
+                        "caption": ["a 404", "not an image", "stalls"], "uid": ["b0", "b1", "b2"]})
+    pd.concat([good, bad], ignore_index=True).to_parquet(tmp_path / "urls.parquet")
+    base = ["download", str(tmp_path / "urls.parquet"), "--out", str(tmp_path / "out"), "--timeout", "1",
+            "--threads", "4"]
+    assert clipcov(*base).returncode == 0
+    r = clipcov(*base, "--retry-failed", "--max-attempts", "2")  # only the time-out is worth another try
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipping 2 permanent failures" in r.stderr and "retrying 1 failed samples" in r.stderr, r.stderr
+    r = clipcov(*base, "--retry-failed", "--max-attempts", "2")  # the time-out has had its 2 attempts
+    assert r.returncode == 0 and "skipping 1 URLs that failed 2 times" in r.stderr, r.stderr
+    assert "no failed sample left to retry" in r.stderr
+    assert len(list((tmp_path / "out").glob("*.tar"))) == 2
+    r = clipcov(*base, "--retry-all")  # everything that never succeeded, up to 3 attempts
+    assert r.returncode == 0 and "retrying 3 failed samples" in r.stderr, r.stderr
+    assert len(read_shards(tmp_path / "out")) == 5  # the good ones, once; the broken ones stay broken
+
+
 def test_retry_failed_only_touches_failures(corpus, tmp_path):
     layout, srv = corpus
     write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
@@ -128,6 +151,9 @@ def test_retry_failed_only_touches_failures(corpus, tmp_path):
     for u in df.uid[:5]:  # the files appear on the server
         (late / f"{u}.jpg").write_bytes((layout.web_dir / "images" / f"{u}.jpg").read_bytes())
     r = clipcov(*base, "--retry-failed")
+    assert r.returncode == 0 and "skipping 5 permanent failures" in r.stderr, r.stderr[-2000:]  # 404s
+    assert not (tmp_path / "out" / "00002.tar").exists()
+    r = clipcov(*base, "--retry-all")  # the 404s were only late: retry them anyway
     assert r.returncode == 0, r.stderr[-2000:]
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert all(after[k] == v for k, v in before.items())  # good shards untouched

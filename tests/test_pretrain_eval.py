@@ -47,15 +47,15 @@ def test_zeroshot_beats_chance_and_retrieval_runs(trained):
     r = clipcov("eval", ckpt, first, "--task", "zeroshot", "--data", layout.test_dir, "--out", root / "ev", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((root / "ev" / "results.json").read_text())
-    top1 = {row["checkpoint"]: row["value"] for row in rows if row["metric"] == "top1"}
+    top1 = {row["checkpoint"]: row["value"] for row in rows if row["metric"] == "acc1"}
     chance = 1 / 6
     assert top1[str(ckpt.resolve())] >= chance + 0.3, top1  # clean data: well above chance
-    assert "top1" in r.stdout and "run/epoch_6" in r.stdout and "run/epoch_1" in r.stdout  # one table
+    assert "acc1" in r.stdout and "mean_per_class_recall" in r.stdout and "run/epoch_6" in r.stdout and "run/epoch_1" in r.stdout  # one table
     r = clipcov("eval", ckpt, "--task", "retrieval", "--data", layout.test_dir, "--out", root / "ev", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((root / "ev" / "results.json").read_text())
     metrics = {row["metric"] for row in rows}
-    assert {"top1", "image_to_text_R@1", "text_to_image_R@10"} <= metrics  # both runs kept
+    assert {"acc1", "mean_per_class_recall", "image_to_text_R@1", "text_to_image_R@10"} <= metrics  # both runs kept
     r10 = next(row["value"] for row in rows if row["metric"] == "image_to_text_R@10")
     assert r10 > 10 / len(list(layout.test_dir.glob("folder/*/*.jpg")))  # above chance
 
@@ -67,7 +67,7 @@ def test_eval_image_folder_layout(trained):
                 "--out", root / "ev2", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((root / "ev2" / "results.json").read_text())
-    assert next(row["value"] for row in rows if row["metric"] == "top1") >= 1 / 6 + 0.3
+    assert next(row["value"] for row in rows if row["metric"] == "acc1") >= 1 / 6 + 0.3
 
 
 def test_resume_continues_from_latest(trained):
@@ -98,6 +98,6 @@ def test_bad_inputs(tmp_path):
     r = clipcov("pretrain", tmp_path / "nope", "--out", tmp_path / "run")
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = clipcov("pretrain", tmp_path, "--out", tmp_path / "run", "--recipe", "huge")
-    assert r.returncode == 2 and "unknown recipe" in r.stderr
+    assert r.returncode == 2 and "unknown --recipe 'huge'" in r.stderr
     r = clipcov("eval", tmp_path / "x.pt", "--data", tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -58,7 +58,7 @@ def test_dataset_folder_input_and_count_budgets(emb_dir, tmp_path):
     (["--budget", "401"], "larger than the corpus"),
     (["--budget", "0"], "must be positive"),
     (["--budget", "ten"], "cannot read budget"),
-    (["--budget", "10%", "--method", "magic"], "unknown method"),
+    (["--budget", "10%", "--method", "magic"], "unknown --method 'magic'"),
     (["--budget", "10%", "--engine", "spark"], "unknown --engine"),
 ])
 def test_bad_arguments(emb_dir, tmp_path, args, msg):

@@ -51,7 +51,7 @@ def _select(emb_dir, out, *args):
     ("--budget", "15", "--method", "clip-score"),  # a baseline: runs locally, same output
 ])
 def test_ray_engine_writes_the_same_files_as_local(emb_dir, tmp_path, args):
-    local_t, local_m = _select(emb_dir, tmp_path / "local", *args, "--engine", "local", "--workers", "2")
+    local_t, local_m = _select(emb_dir, tmp_path / "local", *args, "--engine", "local", "--threads", "2")
     ray_t, ray_m = _select(emb_dir, tmp_path / "ray", *args, "--engine", "ray")
     assert local_t.num_rows == {"20%": 179, "300": 300, "15": 15}[args[1]]
     assert ray_t.equals(local_t)  # same keys, order, gains and terms, bit for bit

@@ -72,17 +72,16 @@ def _key_list(keys: Optional[str], uids: Optional[Path], dataset: Optional[Path]
 
 
 def _progress():
-    """A context manager yielding a (phase, done, total) callback that drives one rich bar on stderr."""
+    """A context manager yielding a (phase, done, total) callback for the job's progress on stderr
+    (a rich bar on a terminal, periodic plain lines in a log file)."""
     from contextlib import contextmanager
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from clipcov_cli.utils.progress import job_progress
 
     @contextmanager
     def bar():
-        with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=True) as p:
-            task = p.add_task("plan", total=None)
-            yield lambda phase, done, total: p.update(task, description=phase, completed=done, total=total)
+        with job_progress(None, "plan", unit="units") as p:
+            yield lambda phase, done, total: p.update(done, total, label=phase)
 
     return bar()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from clipcov_cli.commands.options import RECIPES, complete_device, parse_device
 from clipcov_cli.utils.console import err_console
 
 EPILOG = """\
@@ -25,14 +26,15 @@ command resumes from the latest checkpoint. Multi-GPU: see docs/pretrain.md (tor
 def pretrain(
     ctx: typer.Context,
     data: Path = typer.Argument(..., help="A subset folder (exported or not), or any WebDataset folder."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (open_clip_train logs and checkpoints); default: DATA/runs/RECIPE."),
-    recipe: str = typer.Option("tiny", help="paper (RN50, 30 epochs, batch 512) or tiny (CPU, minutes)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (open_clip_train logs and checkpoints) [default: DATA/runs/RECIPE]."),
+    recipe: Literal[RECIPES] = typer.Option("tiny", help="paper (RN50, 30 epochs, batch 512) or tiny (CPU, minutes)."),
     model_config: Optional[Path] = typer.Option(None, help="A custom open_clip model config JSON to train instead."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Override the recipe's epochs."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Override the recipe's batch size."),
     workers: Optional[int] = typer.Option(None, min=1, help="Data loader workers (at most one per shard)."),
     seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    no_copy: bool = typer.Option(False, "--no-copy", help="A subset not exported: stream its selected samples from the source shards while training instead of writing a filtered copy into RUN/data."),
+    device: str = typer.Option("auto", parser=parse_device, shell_complete=complete_device, metavar="<auto|cpu|cuda|cuda:N>", help="auto, cpu, cuda or cuda:N."),
     keys: Optional[str] = typer.Option(None, "--keys", help="Train on these keys of DATA only: a file with one key per line, or - for stdin."),
 ) -> None:
     """Train a CLIP from scratch on a subset with open_clip_train."""
@@ -49,8 +51,8 @@ def pretrain(
         err_console.print(f"run folder: {out} (pass --out to choose another)")
     cfg = PretrainConfig(data=data, out=out, recipe=recipe_, model_config=model_config, epochs=epochs,
                          batch_size=batch_size, workers=workers, seed=seed, device=device, extra_args=tuple(ctx.args),
-                         keys=key_list, keys_source=describe(keys) if keys is not None else "")
-    res = run_pretrain(cfg)
+                         keys=key_list, keys_source=describe(keys) if keys is not None else "", no_copy=no_copy)
+    res = run_pretrain(cfg, report=err_console.print)
     err_console.print(f"trained on {res.samples:,} samples ({res.source}); latest checkpoint: {res.checkpoint}")
 
 

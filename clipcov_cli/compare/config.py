@@ -12,7 +12,9 @@ DEFAULT_METHODS = ("clipcov", "random", "clip-score", "semdedup", "negclip-loss"
 SEEDED = frozenset({"random", "semdedup", "negclip-loss"})  # methods whose selection depends on the seed
 BASELINES = ("random", "clip-score")  # every row gets its paired difference against these
 # the headline metric of each eval task, read by name in one place (compare.stages.read_metric)
-HEADLINE = {"zeroshot": "top1", "retrieval": "image_to_text_R@1"}
+# (names tried in order: clip_benchmark's first, then what older `clipcov eval` versions wrote)
+HEADLINE = {"zeroshot": ("acc1", "top1"), "retrieval": ("image_to_text_R@1",)}
+BALANCED = ("mean_per_class_recall",)  # zero-shot balanced accuracy, beside top-1
 
 
 @dataclass(frozen=True)

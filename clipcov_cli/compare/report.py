@@ -31,6 +31,7 @@ class Row:
     vs: dict[str, dict] = field(default_factory=dict)  # baseline -> {"mean", "ci95", "n"}: paired top-1 difference
     classes: list[int] = field(default_factory=list)  # samples per class in the subset
     classes_of: str = "pseudo-label"
+    balanced: list[float] = field(default_factory=list)  # zero-shot mean per-class recall, one value per seed
 
     def by_seed(self) -> dict[int, float]:
         return dict(zip(self.seeds, self.top1))
@@ -59,14 +60,16 @@ def _vs(r: Row, base: str) -> str:
 
 def comparison_table(rows: list[Row], title: str) -> Table:
     t = Table(title=title, header_style="bold")
-    cols = ("method", "budget", "samples", "top-1 % [95% CI]", "Δ vs random", "Δ vs clip-score", "R@1 %",
+    cols = ("method", "budget", "samples", "top-1 % [95% CI]", "bal. acc %", "Δ vs random", "Δ vs clip-score", "R@1 %",
             "mismatch %", "junk %", "dup %")
     for col in cols:
         t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
-    t.caption = ("top-1: zero-shot on the held-out split, mean over seeds [t interval]; Δ: paired difference "
+    t.caption = ("top-1: zero-shot on the held-out split, mean over seeds [t interval]; bal. acc: mean per-class "
+                 "recall (mean ± std over seeds); Δ: paired difference "
                  "in top-1 points over the same seeds [95% t interval]; noise: share of the subset")
     for r in rows:
-        t.add_row(r.method, r.budget, f"{r.samples:,}", _top1(r), _vs(r, "random"), _vs(r, "clip-score"), pct(r.recall1),
+        t.add_row(r.method, r.budget, f"{r.samples:,}", _top1(r), pct(r.balanced), _vs(r, "random"), _vs(r, "clip-score"),
+                  pct(r.recall1),
                   *(f"{100 * r.noise[k]:.1f}" if k in r.noise else "-" for k in NOISE))
     return t
 
@@ -153,11 +156,12 @@ def _grid(images: list[tuple[bytes, str]]) -> str:
 
 def _table_html(rows: list[Row]) -> str:
     body = "".join(
-        f"<tr><td>{html.escape(r.method)}</td><td>{r.budget}</td><td>{r.samples}</td><td>{_top1(r)}</td>"
+        f"<tr><td>{html.escape(r.method)}</td><td>{r.budget}</td><td>{r.samples}</td><td>{_top1(r)}</td><td>{pct(r.balanced)}</td>"
         f"<td>{_vs(r, 'random')}</td><td>{_vs(r, 'clip-score')}</td><td>{pct(r.recall1)}</td>"
         + "".join(f"<td>{100 * r.noise[k]:.1f}</td>" if k in r.noise else "<td>-</td>" for k in NOISE) + "</tr>"
         for r in rows)
     return ("<table><tr><th>method</th><th>budget</th><th>samples</th><th>zero-shot top-1 % [95% CI]</th>"
+            "<th>mean per-class recall %</th>"
             "<th>Δ vs random [95% CI]</th><th>Δ vs clip-score [95% CI]</th><th>retrieval R@1 %</th>"
             f"<th>mismatched %</th><th>junk %</th><th>duplicate %</th></tr>{body}</table>")
 

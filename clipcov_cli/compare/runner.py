@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from clipcov_cli.compare import stages
-from clipcov_cli.compare.config import BASELINES, CompareConfig, run_name
+from clipcov_cli.compare.config import BALANCED, BASELINES, CompareConfig, run_name
 from clipcov_cli.compare.report import Row, comparison_table, verdict, write_report, write_results
 from clipcov_cli.compare.stats import paired_difference, t_interval
 from clipcov_cli.errors import ClipcovError
@@ -58,9 +58,10 @@ def run_compare(cfg: CompareConfig, echo: Callable[[str], None], extras: Extras 
     n = len(stages.all_keys(cfg))
     runs, ckpts = _train_all(cfg, n, echo, log)
     zs = stages.evaluate(cfg, ckpts, "zeroshot", log)
+    bal = stages.evaluate(cfg, ckpts, "zeroshot", log, names=BALANCED)  # the same results.json: no second eval
     rt = stages.evaluate(cfg, ckpts, "retrieval", log)
     echo(f"evaluated {len(ckpts)} models on {cfg.eval_data}")
-    rows = _rows(cfg, runs, zs, rt, n)
+    rows = _rows(cfg, runs, zs, rt, n, bal)
     notes = verdict(rows) + list(extras.notes)
     seconds = time.time() - t0
     meta = {"title": extras.title, "seeds": list(cfg.seeds), "budgets": list(cfg.budgets), "epochs": cfg.epochs,
@@ -120,7 +121,9 @@ def _equal_steps(cfg: CompareConfig, n: int, budget: str, seed: int, log: Path, 
     return _Run(EQUAL_STEPS, budget, seed, n, None)
 
 
-def _rows(cfg: CompareConfig, runs: list[_Run], zs: dict[str, float], rt: dict[str, float], n: int) -> list[Row]:
+def _rows(cfg: CompareConfig, runs: list[_Run], zs: dict[str, float], rt: dict[str, float], n: int,
+          bal: dict[str, float] | None = None) -> list[Row]:
+    bal = bal or {}
     corpus_hist, which = stages.class_histogram(cfg, None)
     groups: dict[tuple[str, str], list[_Run]] = {}
     for r in runs:
@@ -146,7 +149,8 @@ def _rows(cfg: CompareConfig, runs: list[_Run], zs: dict[str, float], rt: dict[s
                         top1=[top1[s] for s in sorted(top1)], recall1=[recall[s] for s in sorted(recall)],
                         top1_ci95=_ci(list(top1.values())), noise=stages.noise_fractions(cfg, keys) if keys is not None
                         else stages.noise_fractions(cfg, stages.all_keys(cfg)),
-                        vs=vs, classes=hist, classes_of=which))
+                        vs=vs, classes=hist, classes_of=which,
+                        balanced=[bal[key(r)] for r in sorted(rs, key=lambda r: r.seed) if key(r) in bal]))
     return rows
 
 

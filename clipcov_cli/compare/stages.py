@@ -138,23 +138,37 @@ def all_keys(cfg: CompareConfig) -> list[str]:
     return pq.read_table(cfg.embeddings / "metadata", columns=["key"]).column("key").to_pylist()
 
 
-def read_metric(rows: list[dict], task: str) -> dict[str, float]:
-    """{checkpoint path: headline value} from `clipcov eval`'s results.json rows (metric by name)."""
-    metric = HEADLINE[task]
-    return {str(Path(r["checkpoint"]).resolve()): float(r["value"]) for r in rows if r.get("metric") == metric}
+def read_metric(rows: list[dict], task: str, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """{checkpoint path: value} from `clipcov eval`'s results.json rows, the metric read by name: the
+    first of ``names`` (default: the task's headline, ``HEADLINE``) that a checkpoint has."""
+    names = names or HEADLINE[task]
+    found: dict[str, tuple[int, float]] = {}
+    for r in rows:
+        if r.get("metric") in names:
+            ckpt, rank = str(Path(r["checkpoint"]).resolve()), names.index(r["metric"])
+            if ckpt not in found or rank < found[ckpt][0]:
+                found[ckpt] = (rank, float(r["value"]))
+    return {ckpt: value for ckpt, (_, value) in found.items()}
+
+
+def _rows_of(results: Path) -> list[dict]:
+    rows = json.loads(results.read_text()) if results.exists() else []
+    return rows["results"] if isinstance(rows, dict) else rows
 
 
 def evaluate(cfg: CompareConfig, ckpts: dict[str, Path], task: str, log: Path, out: Path | None = None,
-             model: str | None = None, templates: Path | None = None) -> dict[str, float]:
-    """Run `clipcov eval` once for the checkpoints not evaluated yet; return {run name: headline metric}."""
+             model: str | None = None, templates: Path | None = None,
+             names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Run `clipcov eval` once for the checkpoints not evaluated yet; return {run name: the metric}
+    (``names``: which, see ``read_metric``; default the task's headline)."""
     out = out or cfg.out / "eval" / task
     results = out / "results.json"
 
     def done() -> dict[str, float]:
         rows = json.loads(results.read_text()) if results.exists() else []
-        return read_metric(rows["results"] if isinstance(rows, dict) else rows, task)
+        return read_metric(rows["results"] if isinstance(rows, dict) else rows, task, names)
 
-    missing = [p for p in ckpts.values() if str(p.resolve()) not in done()]
+    missing = [p for p in ckpts.values() if str(p.resolve()) not in read_metric(_rows_of(results), task)]
     if missing:
         extra = ("--templates", templates) if templates is not None else ()
         clipcov_cli("eval", *missing, "--task", task, "--data", cfg.eval_data, "--model", model or cfg.model,

@@ -31,6 +31,8 @@ class DownloadConfig:
     retries: int = 0
     timeout: int = 10
     retry_failed: bool = False
+    retry_all: bool = False  # with retry_failed: permanent failures too (404, not an image)
+    max_attempts: int = 3  # with retry_failed: attempts per URL, the first download included
     engine: str = "local"  # local: img2dataset's multiprocessing distributor; ray: its Ray distributor
     ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
     min_success: float = 0.0  # the job fails (exit 1) below this share of successes, and always with none
@@ -45,7 +47,7 @@ class DownloadConfig:
             raise ClipcovError(f"unknown input format {self.input_format!r}: use one of {', '.join(INPUT_FORMATS)}")
         if self.resize_mode not in RESIZE_MODES:
             raise ClipcovError(f"unknown resize mode {self.resize_mode!r}: use one of {', '.join(RESIZE_MODES)}")
-        for name in ("image_size", "processes", "threads", "shard_size", "timeout"):
+        for name in ("image_size", "processes", "threads", "shard_size", "timeout", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ClipcovError(f"--{name.replace('_', '-')} must be at least 1")
         if self.retries < 0:

@@ -106,20 +106,18 @@ def _img2dataset(cfg: DownloadConfig, urls: UrlList, incremental_mode: str, log:
             raise
 
 
-def _failed_rows(cfg: DownloadConfig, already: set[str]) -> pa.Table:
-    """Rows of every completed shard whose status is a failure, not retried before."""
+def _failed_rows(cfg: DownloadConfig, echo) -> pa.Table:
+    """The last failed row of each URL to retry (see ``retry.py``); says what it skipped."""
+    from clipcov_cli.download.retry import rows_to_retry
+
     cols = ["key", "url"] + (["caption"] if cfg.caption_col else []) + list(cfg.extra_cols)
-    tables = []
-    for shard in done_shards(cfg.out_dir):
-        t = pq.read_table(cfg.out_dir / f"{shard:05d}.parquet")
-        t = t.filter(pa.compute.not_equal(t["status"], "success"))
-        if t.num_rows:
-            tables.append(t.select([c for c in cols if c in t.column_names]))
-    if not tables:
-        return pa.table({c: pa.array([], pa.string()) for c in cols})
-    table = pa.concat_tables(tables, promote_options="default")
-    keep = [k not in already for k in table["key"].to_pylist()]
-    return table.filter(pa.array(keep))
+    table, skipped = rows_to_retry(cfg.out_dir, done_shards(cfg.out_dir), cols, cfg.retry_all, cfg.max_attempts)
+    if skipped["permanent"]:
+        echo(f"skipping {skipped['permanent']:,} permanent failures (HTTP 4xx, not an image, ...): "
+             "pass --retry-all to retry them too")
+    if skipped["attempts"]:
+        echo(f"skipping {skipped['attempts']:,} URLs that failed {cfg.max_attempts} times (--max-attempts)")
+    return table
 
 
 def _retried_keys(cfg: DownloadConfig) -> set[str]:
@@ -127,9 +125,9 @@ def _retried_keys(cfg: DownloadConfig) -> set[str]:
     return set(pq.read_table(path)["key"].to_pylist()) if path.exists() else set()
 
 
-def _prepare_retry(cfg: DownloadConfig) -> UrlList | None:
+def _prepare_retry(cfg: DownloadConfig, echo=print) -> UrlList | None:
     already = _retried_keys(cfg)
-    failed = _failed_rows(cfg, already)
+    failed = _failed_rows(cfg, echo)
     if failed.num_rows == 0:
         return None
     work = cfg.out_dir / INPUT_DIR
@@ -170,7 +168,7 @@ def run_download(cfg: DownloadConfig, echo=print) -> DownloadSummary:
     if cfg.retry_failed:
         if not before:
             raise ClipcovError(f"--retry-failed: {cfg.out_dir} has no completed shard to retry from")
-        retry = _prepare_retry(cfg)
+        retry = _prepare_retry(cfg, echo)
         if retry is None:
             echo("no failed sample left to retry")
         else:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.evaluate.data import EvalSet
-from clipcov_cli.evaluate.metrics import recall_at_k, topk_accuracy
+from clipcov_cli.evaluate.metrics import mean_per_class_recall, recall_at_k, topk_accuracy
 
 
-def _encode_images(loaded, images, batch: int) -> np.ndarray:
+def _encode_images(loaded, images: Iterable, batch: int) -> np.ndarray:
+    """Embeddings of a stream of images, ``batch`` decoded images in memory at a time."""
     import torch
 
     out = []
+    it = iter(images)
     with torch.no_grad():
-        for s in range(0, len(images), batch):
-            x = torch.stack([loaded.preprocess(im) for im in images[s: s + batch]]).to(loaded.device)
+        while chunk := list(islice(it, batch)):
+            x = torch.stack([loaded.preprocess(im) for im in chunk]).to(loaded.device)
             f = loaded.model.encode_image(x).float()
             out.append((f / f.norm(dim=-1, keepdim=True)).cpu().numpy())
     return np.concatenate(out)
@@ -47,16 +51,17 @@ def zeroshot(loaded, es: EvalSet, templates: tuple[str, ...], batch: int = 128) 
     vocab = Vocabulary(name="eval", names=tuple(es.class_names), hash="eval",
                        templates=tuple(t.replace("{c}", "{}") for t in templates))
     Z = class_text_embeddings(loaded, vocab)
-    logits = _encode_images(loaded, es.images, batch) @ Z.T
+    logits = _encode_images(loaded, es.images(), batch) @ Z.T
     k5 = min(5, len(es.class_names))
-    return {"top1": topk_accuracy(logits, labels, 1), f"top{k5}": topk_accuracy(logits, labels, k5),
-            "chance_top1": 1.0 / len(es.class_names)}
+    # clip_benchmark's metric names (acc1, acc5, mean_per_class_recall)
+    return {"acc1": topk_accuracy(logits, labels, 1), f"acc{k5}": topk_accuracy(logits, labels, k5),
+            "mean_per_class_recall": mean_per_class_recall(logits, labels), "chance_acc1": 1.0 / len(es.class_names)}
 
 
 def retrieval(loaded, es: EvalSet, batch: int = 128) -> dict[str, float]:
     if not all(es.captions):
         raise ClipcovError("retrieval needs a caption (.txt) for every image")
-    sim = _encode_images(loaded, es.images, batch) @ _encode_texts(loaded, es.captions, batch).T
+    sim = _encode_images(loaded, es.images(), batch) @ _encode_texts(loaded, es.captions, batch).T
     out = {}
     for k in (1, 5, 10):
         out[f"image_to_text_R@{k}"] = recall_at_k(sim, k)

@@ -7,8 +7,11 @@ they override the recipe (argparse keeps the last value)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from clipcov_cli.errors import ClipcovError, first_line
@@ -19,20 +22,79 @@ from clipcov_cli.pretrain.order import seeded_sample_order
 RUN_NAME = "clipcov"
 
 
-def build_argv(cfg: PretrainConfig, data: TrainData, device: str) -> list[str]:
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch reads: ``samples`` (open_clip_train's --train-num-samples) distinct samples in
+    batches of ``batch`` on ``workers`` loader workers per process, ``world`` processes."""
+
+    batch: int
+    workers: int
+    world: int
+    samples: int
+    total: int  # samples in the data
+    workers_asked: int
+
+    def describe(self) -> str:
+        text = (f"each epoch reads {self.samples:,} of {self.total:,} samples once "
+                f"(batch {self.batch} x {self.workers} loader worker(s) x {self.world} process(es)")
+        if self.workers < self.workers_asked:
+            text += f"; {self.workers} worker(s) instead of {self.workers_asked}: more read each epoch so"
+        skipped = self.total - self.samples
+        return text + (f"; {skipped:,} left out each epoch, a different draw each epoch)" if skipped else ")")
+
+
+def epoch_plan(data: TrainData, batch: int, workers: int, world: int) -> EpochPlan:
+    """The loader settings under which an epoch reads each sample at most once.
+
+    open_clip_train hands shards round-robin (after a seeded shuffle) to ``workers x world``
+    loaders and has each read the same number of batches, re-reading its shards when they run out.
+    So each loader may read no more than the smallest share it can be dealt: the sum of the
+    ``len(shards) // loaders`` smallest shards, in whole batches. The worker count (at most the one
+    asked for) that reads the most samples per epoch wins; ties go to more workers."""
+    counts = sorted(data.shard_counts())
+    if len(counts) < world:
+        raise ClipcovError(f"{len(counts)} shard(s) for {world} processes: open_clip_train needs one shard per process")
+    batch = max(1, min(batch, data.samples))
+    best: EpochPlan | None = None
+    for w in range(min(max(1, workers), len(counts) // world), 0, -1):
+        loaders = w * world
+        per_loader = sum(counts[: len(counts) // loaders]) // batch
+        plan = EpochPlan(batch, w, world, per_loader * batch * loaders, data.samples, workers)
+        if best is None or plan.samples > best.samples:
+            best = plan
+    if best is None or best.samples == 0:
+        raise ClipcovError(f"batch {batch} x {world} processes is more than the smallest process' share of the "
+                           f"{data.samples:,} samples: lower --batch-size")
+    return best
+
+
+def world_size() -> int:
+    """The number of training processes (torchrun's WORLD_SIZE; 1 without it)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def plan_for(cfg: PretrainConfig, data: TrainData) -> EpochPlan:
     r = cfg.recipe
-    batch = min(cfg.batch_size or r.batch_size, data.samples)
-    workers = max(1, min(cfg.workers if cfg.workers is not None else r.workers, len(data.shards)))
+    workers = cfg.workers if cfg.workers is not None else r.workers
+    return epoch_plan(data, cfg.batch_size or r.batch_size, workers, world_size())
+
+
+def build_argv(cfg: PretrainConfig, data: TrainData, device: str, plan: EpochPlan | None = None) -> list[str]:
+    r = cfg.recipe
+    plan = plan or plan_for(cfg, data)
     argv = [
         "--train-data", "::".join(str(p) for p in data.shards),
-        # whole batches only: open_clip_train rounds the batch count up and would repeat samples
-        "--train-num-samples", str(data.samples // batch * batch),
+        # each loader reads whole batches of its own shards and never runs out (see epoch_plan)
+        "--train-num-samples", str(plan.samples),
         "--dataset-type", "webdataset",
         "--model", cfg.model_name,
-        "--batch-size", str(batch),
+        "--batch-size", str(plan.batch),
         "--epochs", str(cfg.epochs or r.epochs),
         "--lr", str(r.lr), "--wd", str(r.wd), "--warmup", str(r.warmup), "--lr-scheduler", "cosine",
-        "--workers", str(workers),
+        "--workers", str(plan.workers),
         "--logs", str(cfg.out), "--name", RUN_NAME,
         "--save-frequency", "1", "--resume", "latest",
         "--zeroshot-frequency", "0", "--val-frequency", "0", "--report-to", "",
@@ -63,13 +125,38 @@ def checked_resume(run_dir: Path) -> Path | None:
     return Path(latest)
 
 
-def run_open_clip_train(argv: list[str], resume: Path | None = None) -> int:
-    """Call ``open_clip_train.main.main(argv)`` in this process. open_clip_train adds handlers to
-    the root logger and raises its level on every call; they are removed afterwards, so that
-    several runs in one process (the demo) do not log into each other's files. ``resume``: the
-    checkpoint it resumes from; one it cannot load into this model is a one-line error."""
+
+@contextlib.contextmanager
+def temp_folder_in(folder: Path):
+    """Point Python's temp folder into ``folder`` for a while: what open_clip and open_clip_train
+    create there on import (wandb's ``wandb-media``/``wandb-artifacts``, torch's
+    ``torchinductor_<user>``) lands in the run folder, not in /tmp. Not while training: the
+    loader's workers share tensors through Unix sockets under the temp folder, whose path must stay
+    short (108 bytes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
+def run_open_clip_train(argv: list[str], run_dir: Path | None = None, resume: Path | None = None) -> int:
+    """Call ``open_clip_train.main.main(argv)`` in this process, imported with the temp folder in
+    ``RUN_DIR/tmp``. open_clip_train adds handlers to the root logger and raises its level on every
+    call; they are removed afterwards, so that several runs in one process (the demo) do not log into
+    each other's files. ``resume``: the checkpoint it resumes from; one it cannot load into this
+    model is a one-line error."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    if run_dir is not None:
+        with temp_folder_in(run_dir / "tmp"):  # only the imports: the loader's sockets need a short path
+            import open_clip_train.main  # noqa: F401
+    return _train(argv, resume)
+
+
+def _train(argv: list[str], resume: Path | None) -> int:
     from open_clip_train.main import main as train_main
 
     from clipcov_cli.models import register_model_config

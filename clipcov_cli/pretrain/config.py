@@ -22,6 +22,7 @@ class PretrainConfig:
     extra_args: tuple[str, ...] = ()
     keys: tuple[str, ...] | None = None  # train on these keys of DATA (exported into OUT/data first)
     keys_source: str = ""  # where the keys came from, for the export manifest
+    no_copy: bool = False  # a subset not exported: stream its keys from the source shards, no copy
 
     @property
     def model_name(self) -> str:

@@ -22,6 +22,7 @@ from clipcov_cli.select.writer import SELECT_OWNED, selection_table, write_subse
 from clipcov_cli.utils.budget import parse_budget
 from clipcov_cli.utils.uids import pack_uids, write_uids
 from clipcov_cli.utils.overwrite import check_replaceable
+from clipcov_cli.utils.progress import job_phase
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,10 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     if not cfg.dry_run:
         selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
     # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
-    emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
-                                workers=workers, class_copy=False if cfg.engine == "ray" else None,
-                                map_parts=cfg.engine != "ray")
+    with job_phase(f"select: reading {cfg.input}"):
+        emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
+                                    workers=workers, class_copy=False if cfg.engine == "ray" else None,
+                                    map_parts=cfg.engine != "ray")
     profile(f"read {time.time() - t0:.2f} s")
     try:
         if cfg.method == "clipcov" and not info.has_labels:
@@ -105,7 +107,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
             failed = False
             return SelectResult([], dry_run_table(emb, cfg.budget, budget, info.class_names, diagnostics=diagnostics), None)
         kept = kept_rows(emb, cfg.keep, budget) if cfg.keep is not None else None
-        sel = selector.select(emb, budget) if kept is None else selector.select_keeping(emb, budget, kept)
+        with job_phase(f"select: {cfg.method} choosing {budget:,} of {emb.n_valid:,} rows"):
+            sel = selector.select(emb, budget) if kept is None else selector.select_keeping(emb, budget, kept)
         release.start()  # the rows are not read again: their copy goes while the output is written
         _verify(emb, sel, budget)
         before, after = class_histograms(emb, sel)
@@ -127,7 +130,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         profile(f"selected {time.time() - t0:.2f} s")
         selected = emb.keys[sel.indices].astype(str).tolist()
         uids = pack_uids(selected_uids(selected, info.root, info.dataset_dir)) if cfg.uids_out is not None else None
-        write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
+        with job_phase(f"select: writing {cfg.out}"):
+            write_subset(cfg.out, selection_table(emb, sel), manifest, cfg.overwrite)
         if uids is not None:
             write_uids(cfg.uids_out, uids)
         profile(f"written {time.time() - t0:.2f} s")
