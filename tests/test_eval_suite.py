@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
 import numpy as np
 import pytest
+from tests.cli_helpers import run_inproc
 
 from tests import embed_helpers as h
 
@@ -53,16 +53,8 @@ def write_retrieval(folder, n: int, seed: int):
 
 
 def run(capsys, *args):
-    from clipcov_cli.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    r = run_inproc(capsys, *args)
+    return r.returncode, r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipcov_cli.utils.uids import UID_DTYPE, read_uids
+from tests.cli_helpers import run_inproc
 from tests.export_helpers import clipcov, make_source, read_back
 from tests.select_helpers import clustered, write_embeddings_folder
 
@@ -36,27 +37,9 @@ def source(tmp_path_factory):
     return root, samples
 
 
-class Result:
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = code, stdout, stderr
-
-
-def inproc(capsys, monkeypatch, *args, input: str | None = None) -> Result:
+def inproc(capsys, monkeypatch, *args, input: str | None = None):
     """The command in this interpreter (fast: for the error cases), stdin from ``input``."""
-    import io
-
-    from clipcov_cli.cli import main
-
-    if input is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(input))
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return Result(code, out.out, out.err)
+    return run_inproc(capsys, *args, input=input, monkeypatch=monkeypatch)
 
 
 def run_stdin(*args, input: str):

@@ -12,6 +12,7 @@ import pytest
 
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 from clipcov_cli.select.methods import ClipCovSelector, make_selector
+from tests.cli_helpers import run_inproc
 from tests.select_helpers import clustered, embedding_set, write_embeddings_folder
 
 
@@ -107,15 +108,8 @@ def test_cli_keep_from_file_and_stdin(emb_dir, tmp_path, method):
 
 def inproc(capsys, *args):
     """The command in this interpreter (fast: for the error cases); returns (exit code, stderr)."""
-    from clipcov_cli.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    r = run_inproc(capsys, *args)
+    return r.returncode, r.stderr
 
 
 def test_cli_keep_errors(emb_dir, tmp_path, capsys):
