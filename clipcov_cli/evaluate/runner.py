@@ -33,15 +33,28 @@ class EvalResult:
 def check(cfg: EvalConfig) -> None:
     if cfg.task not in TASKS:
         raise ClipcovError(f"unknown --task {cfg.task!r}: use {' or '.join(TASKS)}")
-    for c in cfg.checkpoints:
+    check_checkpoints(cfg.checkpoints)
+
+
+def check_checkpoints(checkpoints) -> None:
+    for c in checkpoints:
         if not c.is_file():
             raise ClipcovError(f"checkpoint {c} does not exist")
 
 
-def run_eval(cfg: EvalConfig) -> EvalResult:
+def load_checkpoint(ckpt: Path, model: str | None, model_config: Path | None, device: str):
+    """(architecture name, loaded model) of one checkpoint: the name from --model-config's stem, else
+    from --model or the run's params.txt."""
     from clipcov_cli.embed.model import ModelSpec, load_model
+    from clipcov_cli.evaluate.evaluator import model_name_for
+
+    name = model_name_for(ckpt, model) if model_config is None else model_config.stem
+    return name, load_model(ModelSpec(model=name, pretrained=str(ckpt), model_config=model_config, device=device))
+
+
+def run_eval(cfg: EvalConfig) -> EvalResult:
     from clipcov_cli.evaluate.data import load_eval_set, templates_for
-    from clipcov_cli.evaluate.evaluator import model_name_for, retrieval, zeroshot
+    from clipcov_cli.evaluate.evaluator import retrieval, zeroshot
     from clipcov_cli.evaluate.results import write_results
 
     check(cfg)
@@ -49,8 +62,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     tmpl = templates_for(cfg.data, cfg.templates) if cfg.task == "zeroshot" else ()
     rows = []
     for ckpt in cfg.checkpoints:
-        name = model_name_for(ckpt, cfg.model) if cfg.model_config is None else cfg.model_config.stem
-        loaded = load_model(ModelSpec(model=name, pretrained=str(ckpt), model_config=cfg.model_config, device=cfg.device))
+        name, loaded = load_checkpoint(ckpt, cfg.model, cfg.model_config, cfg.device)
         metrics = zeroshot(loaded, es, tmpl, cfg.batch_size) if cfg.task == "zeroshot" else retrieval(loaded, es, cfg.batch_size)
         rows += [{"task": cfg.task, "metric": k, "value": v, "model": name, "checkpoint": str(ckpt.resolve()),
                   "data": str(cfg.data.resolve())} for k, v in metrics.items()]

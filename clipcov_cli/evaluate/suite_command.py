@@ -17,15 +17,12 @@ def _require_clip_benchmark() -> None:
 
 def run_suite_command(suite: str, checkpoints: list[Path], data: Path, model: str | None, model_config: Path | None,
                       out: Path, batch_size: int, device: str) -> None:
-    from clipcov_cli.embed.model import ModelSpec, load_model
-    from clipcov_cli.evaluate.evaluator import model_name_for
     from clipcov_cli.evaluate.results import write_results
+    from clipcov_cli.evaluate.runner import check_checkpoints, load_checkpoint
     from clipcov_cli.evaluate.suite import find_tasks, get_suite, suite_rows, suite_table
 
     tasks = get_suite(suite)
-    for c in checkpoints:
-        if not c.is_file():
-            raise ClipcovError(f"checkpoint {c} does not exist")
+    check_checkpoints(checkpoints)
     _require_clip_benchmark()
     found, missing = find_tasks(tasks, data)
     if missing:
@@ -33,8 +30,7 @@ def run_suite_command(suite: str, checkpoints: list[Path], data: Path, model: st
                           f"(e.g. {', '.join(missing[:3])}): the average is over the {len(found)} found")
     rows = []
     for ckpt in checkpoints:
-        name = model_name_for(ckpt, model) if model_config is None else model_config.stem
-        loaded = load_model(ModelSpec(model=name, pretrained=str(ckpt), model_config=model_config, device=device))
+        name, loaded = load_checkpoint(ckpt, model, model_config, device)
         rows += suite_rows(suite, loaded, found, missing, batch_size,
                            {"model": name, "checkpoint": str(ckpt.resolve())})
     out.mkdir(parents=True, exist_ok=True)
