@@ -86,6 +86,27 @@ def test_download_rerun_on_a_finished_download(finished):
     assert heavy == [], heavy
 
 
+def test_builtin_vocabulary_is_open_clips_without_importing_it():
+    # embed's default vocabulary (ImageNet names x open_clip's 80 templates), checked by every re-run
+    code = textwrap.dedent("""
+        import sys
+        from clipcov_cli.embed.vocab import load_vocabulary
+        v = load_vocabulary("imagenet1k", "openai")
+        assert "open_clip" not in sys.modules and "torch" not in sys.modules, "open_clip imported"
+        print(v.hash, len(v.names), len(v.templates))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import open_clip  # noqa: F401 - loaded here: load_vocabulary reads open_clip's own module
+
+    from clipcov_cli.embed.vocab import load_vocabulary
+
+    v = load_vocabulary("imagenet1k", "openai")
+    assert v.names == tuple(open_clip.IMAGENET_CLASSNAMES)
+    assert v.templates == tuple(t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES)
+    assert r.stdout.split() == [v.hash, "1000", "80"]
+
+
 @pytest.mark.parametrize("args", [("--help",), *((name, "--help") for name in COMMANDS)], ids=" ".join)
 def test_help_loads_no_library(args):
     r, heavy = clipcov_probe(*args)
