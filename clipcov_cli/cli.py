@@ -79,7 +79,7 @@ def entry() -> None:
 
     ``gc.freeze()`` first: the objects the command leaves behind (440k once torch and open_clip are
     loaded) are no longer walked by the full garbage collections of the interpreter's teardown, which
-    were most of its cost (0.9 s of 1.2 s with torch, open_clip and webdataset loaded; measured in
+    were most of its cost (1.4 s -> 0.3 s with torch, open_clip and webdataset loaded; measured in
     ``benchmarks/noop_commands.py``). They are not released one by one either (CPython does not
     promise ``__del__`` at exit); objects made afterwards (by threads still running, by ``atexit``
     functions) are collected as usual."""
