@@ -6,7 +6,7 @@ config dataclass, calls the library and reports. Commands are registered here, i
 
 from __future__ import annotations
 
-import atexit
+import gc
 import os
 import re
 import sys
@@ -73,9 +73,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def entry() -> None:
-    """The ``clipcov`` executable: :func:`main`, then the end of the process without the interpreter's
-    teardown (:func:`_fast_exit`)."""
-    _fast_exit(_run(None))
+    """The ``clipcov`` executable: :func:`main`, then the interpreter's normal exit (``SystemExit``
+    with the status: other threads joined, ``atexit`` functions run, the streams flushed, Python's own
+    status for a failed flush).
+
+    ``gc.freeze()`` first: the objects the command leaves behind (440k once torch and open_clip are
+    loaded) are no longer walked by the full garbage collections of the interpreter's teardown, which
+    were most of its cost (1.4 s -> 0.3 s with torch, open_clip and webdataset loaded; measured in
+    ``benchmarks/noop_commands.py``). They are not released one by one either (CPython does not
+    promise ``__del__`` at exit); objects made afterwards (by threads still running, by ``atexit``
+    functions) are collected as usual."""
+    code = _run(None)
+    gc.freeze()
+    sys.exit(code)
 
 
 # img2dataset's, clip-retrieval's and open_clip_train's spellings -> clipcov's (suggested when the
@@ -179,34 +189,3 @@ def _exit_code(code: object) -> int:
         return code
     print(code, file=sys.stderr)
     return 1
-
-
-def _fast_exit(code: int) -> None:
-    """End the process as the interpreter would, less its teardown.
-
-    What Python runs at exit still runs, in its order: other threads are joined (thread pools
-    finish), ``atexit`` functions run (Ray's shutdown, ``weakref.finalize`` of temporary folders,
-    logging), the standard streams are flushed. Skipped: the release of every module and object and
-    the native libraries' destructors, 0.2-0.6 s once torch is loaded, and seconds after a large
-    corpus has pushed their code out of the page cache (read back from disk only to be torn down).
-    The process exits normally without CPython's hooks for the first two steps, or under a profiler
-    or tracer (they report at the interpreter's exit)."""
-    import threading
-
-    shutdown_threads = getattr(threading, "_shutdown", None)
-    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
-    if shutdown_threads is None or run_exit_functions is None or sys.getprofile() or sys.gettrace():
-        sys.exit(code)
-    try:
-        shutdown_threads()
-        run_exit_functions()
-    except KeyboardInterrupt:
-        os._exit(130)
-    for stream in (sys.stdout, sys.stderr):
-        if stream is None or getattr(stream, "closed", False):  # e.g. started with `1>&-`: nothing to flush
-            continue
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - e.g. a reader gone (`| head`): as Python's exit, status 120
-            code = code or 120
-    os._exit(code)

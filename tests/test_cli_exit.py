@@ -1,4 +1,4 @@
-"""The ``clipcov`` executable's exit (``cli.entry``): the interpreter's teardown is skipped, nothing else."""
+"""The ``clipcov`` executable's exit (``cli.entry``): the interpreter's normal exit, with the command's status."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def run_entry(setup: str, *args: str) -> subprocess.CompletedProcess:
         from clipcov_cli.cli import entry
         sys.argv = ["clipcov"] + {list(args)!r}
         entry()
-        raise SystemExit(99)  # not reached: entry ends the process
+        raise SystemExit(99)  # not reached: entry ends with SystemExit(status)
     """)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
@@ -69,3 +69,19 @@ def test_under_a_profiler_the_interpreter_exits_normally(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("clipcov "), r.stderr
     assert out.stat().st_size > 0  # cProfile writes it after the program returns
+
+
+def test_entry_ends_with_system_exit_for_the_interpreter(tmp_path):
+    # no os._exit: the caller sees SystemExit(status) and the interpreter's own exit follows
+    code = textwrap.dedent(f"""
+        import sys
+        from clipcov_cli.cli import entry
+        sys.argv = ["clipcov", "select", {str(tmp_path / "missing")!r}, "--budget", "1", "--out", {str(tmp_path / "o")!r}]
+        try:
+            entry()
+        except SystemExit as exc:
+            print("caught", exc.code)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "caught 2\n", (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("error:") and "Traceback" not in r.stderr, r.stderr

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from torch.utils.data import DataLoader, IterableDataset
 
-from clipcov_cli.errors import ClipcovError
+from clipcov_cli.embed.shards import expected_samples, expected_total, list_shards  # noqa: F401 - re-exported
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 REASONS = ("decode_error", "missing_image", "empty_caption", "incomplete_sample", "truncated_tar", "unreadable_tar")
@@ -44,32 +44,6 @@ class Batch:
     def read(self) -> int:
         """Samples read from the shard for this batch (embedded + skipped ones)."""
         return len(self.keys) + sum(1 for s in self.skipped if s.get("key") is not None)
-
-
-def list_shards(dataset_dir: Path) -> list[Path]:
-    """The dataset's tar shards, sorted by name; an error when there is none."""
-    if not dataset_dir.is_dir():
-        raise ClipcovError(f"dataset folder {dataset_dir} does not exist")
-    shards = sorted(p for p in dataset_dir.glob("*.tar") if not p.name.startswith("."))
-    if not shards:
-        raise ClipcovError(f"no .tar shards in {dataset_dir}: expected img2dataset's webdataset output "
-                           "({shard:05d}.tar); run `clipcov download` first")
-    return shards
-
-
-def expected_samples(shard: Path) -> int | None:
-    """Successful samples of a shard according to img2dataset's ``{shard}_stats.json`` (for the ETA)."""
-    stats = shard.with_name(f"{shard.stem}_stats.json")
-    try:
-        return int(json.loads(stats.read_text())["successes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def expected_total(shards: list[Path]) -> int | None:
-    """Samples expected over ``shards`` (the progress bar's total), None when a shard has no stats."""
-    expected = [expected_samples(p) for p in shards]
-    return None if any(e is None for e in expected) else sum(expected)
 
 
 def _skip(shard: str, key: str | None, reason: str, error: str = "") -> dict[str, Any]:

@@ -168,7 +168,7 @@ def _stream_parts(cfg: EmbedConfig, layout: Layout, loaded: LoadedModel, pending
 
 
 def _prepare(cfg: EmbedConfig):
-    from clipcov_cli.embed.reader import list_shards
+    from clipcov_cli.embed.shards import list_shards
 
     shards = list_shards(cfg.dataset_dir)
     layout = Layout(cfg.out_dir)

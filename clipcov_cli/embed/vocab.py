@@ -70,20 +70,36 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return lines
 
 
+def _zero_shot_metadata():
+    """open_clip's ``zero_shot_metadata`` (ImageNet class names, the prompt templates: plain data), read
+    without importing ``open_clip`` itself (torch and every model, 5 s) when it is not loaded yet: a
+    re-run on a finished folder checks its vocabulary before any model is needed."""
+    import importlib.util
+    import sys
+
+    if "open_clip" in sys.modules:
+        return importlib.import_module("open_clip.zero_shot_metadata")
+    package = importlib.util.find_spec("open_clip")
+    if package is None or not package.submodule_search_locations:
+        raise ClipcovError("open_clip is not installed: pip install open_clip_torch")
+    path = Path(next(iter(package.submodule_search_locations))) / "zero_shot_metadata.py"
+    spec = importlib.util.spec_from_file_location("_clipcov_open_clip_zero_shot_metadata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load_names(classes: str) -> tuple[str, tuple[str, ...]]:
     if classes == BUILTIN_CLASSES:
-        from open_clip import IMAGENET_CLASSNAMES
-
-        return BUILTIN_CLASSES, tuple(IMAGENET_CLASSNAMES)
+        return BUILTIN_CLASSES, tuple(_zero_shot_metadata().IMAGENET_CLASSNAMES)
     path = Path(classes).expanduser().resolve()
     return str(path), tuple(_read_lines(path, "classes"))
 
 
 def _load_templates(templates: str) -> tuple[str, tuple[str, ...]]:
     if templates in (BUILTIN_TEMPLATES, SIMPLE_TEMPLATES):
-        from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
-
-        builtin = OPENAI_IMAGENET_TEMPLATES if templates == BUILTIN_TEMPLATES else SIMPLE_IMAGENET_TEMPLATES
+        meta = _zero_shot_metadata()
+        builtin = meta.OPENAI_IMAGENET_TEMPLATES if templates == BUILTIN_TEMPLATES else meta.SIMPLE_IMAGENET_TEMPLATES
         return templates, tuple(t("{}") for t in builtin)
     path = Path(templates).expanduser().resolve()
     lines = [ln.replace("{c}", "{}") for ln in _read_lines(path, "templates")]

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-import webdataset as wds
-
 from clipcov_cli.export.records import decode_record
 from clipcov_cli.utils.atomic import atomic_path, write_json
 
@@ -50,6 +48,8 @@ class _HashingFile:
 
 def write_shard(out_tar: Path, marker: Path, items: list[Item], work_src: Path) -> dict:
     """Write one final shard from phase-1 records; returns its manifest entry (also its marker)."""
+    import webdataset as wds  # here, not at import: webdataset loads torch (1-2 s), which a finished export never needs
+
     with atomic_path(out_tar) as tmp, open(tmp, "wb") as f:
         sink = _HashingFile(f)
         writer = wds.TarWriter(sink, encoder=False, keep_meta=True, **TAR_OWNER)
