@@ -170,6 +170,8 @@ def run_regime(args, name: str, cold: bool) -> list[tuple]:
         shutil.rmtree(cache, ignore_errors=True)
         runs.append(("first run, empty numba cache", {"NUMBA_CACHE_DIR": str(cache)}))
     runs.append(("warm", {}))
+    if args.baseline_code:
+        runs.append(("baseline code", baseline_env(args)))
     out = []
     for label, env in runs:
         wall, rss, phases = clipcov_child(root, args.fraction, args.workdir / f"subset_{name}", args.workers, env=env)
@@ -183,6 +185,11 @@ def run_regime(args, name: str, cold: bool) -> list[tuple]:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(args.workdir / f"subset_{name}", ignore_errors=True)
     return out
+
+
+def baseline_env(args) -> dict:
+    """The child's environment to run the code in ``--baseline-code`` (e.g. an older revision's tree)."""
+    return {"PYTHONPATH": str(Path(args.baseline_code).resolve())}
 
 
 def print_table(rows: list[list[tuple]], args) -> None:
@@ -203,6 +210,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "clipcov-bench" / "select_scale")
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)}")
+    ap.add_argument("--baseline-code", help="also run each regime with the clipcov_cli under this folder "
+                    "(e.g. `git archive REV | tar -x -C DIR`): before/after in one run")
     ap.add_argument("--keep-data", action="store_true", help="keep each regime's data (default: delete after its run)")
     ap.add_argument("--skip-scale", action="store_true", help="only the reference comparison")
     ap.add_argument("--skip-reference", action="store_true")
@@ -211,6 +220,10 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f} at start; --workers {args.workers}")
+    # small runs first, so that numba's on-disk caches of the compiled kernels are warm (this code's, the baseline's)
+    warm = write_synthetic(args.workdir / "warmup_20000", 20_000)
+    for env in [{}] + ([baseline_env(args)] if args.baseline_code else []):
+        clipcov_child(warm, "10%", args.workdir / "subset_warmup", args.workers, env=env)
     if not args.skip_scale:
         rows = [run_regime(args, name, cold=(i == 0)) for i, name in enumerate(args.regimes.split(","))]
         print_table(rows, args)
