@@ -212,6 +212,7 @@ def main() -> None:
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)}")
     ap.add_argument("--baseline-code", help="also run each regime with the clipcov_cli under this folder "
                     "(e.g. `git archive REV | tar -x -C DIR`): before/after in one run")
+    ap.add_argument("--skip-cold", action="store_true", help="no run with an empty numba cache")
     ap.add_argument("--keep-data", action="store_true", help="keep each regime's data (default: delete after its run)")
     ap.add_argument("--skip-scale", action="store_true", help="only the reference comparison")
     ap.add_argument("--skip-reference", action="store_true")
@@ -225,7 +226,7 @@ def main() -> None:
     for env in [{}] + ([baseline_env(args)] if args.baseline_code else []):
         clipcov_child(warm, "10%", args.workdir / "subset_warmup", args.workers, env=env)
     if not args.skip_scale:
-        rows = [run_regime(args, name, cold=(i == 0)) for i, name in enumerate(args.regimes.split(","))]
+        rows = [run_regime(args, name, cold=(i == 0 and not args.skip_cold)) for i, name in enumerate(args.regimes.split(","))]
         print_table(rows, args)
     if not args.skip_reference:
         compare_reference(args.workdir, args.ref_n, float(args.fraction.rstrip("%")) / 100, args.workers)

@@ -33,12 +33,13 @@ are recomputed exactly (none at all when no cross similarity is near or below ta
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 SMALL = 24  # at most this many new members: evaluate one candidate alone, pair by pair
 BATCH = 128  # candidates evaluated together in int8 products
@@ -165,7 +166,8 @@ def hardware_conversion_supported() -> bool:
     return bool(binding.get_host_cpu_features().get("f16c", False))
 
 
-def _pick_load_row():
+@lru_cache(maxsize=1)
+def chosen_load_row():
     """The hardware conversion where it is supported (``hardware_conversion_supported``) and it converts
     every finite float16 bit pattern exactly as the integer version does, else the integer version.
     Either gives the same values (rows with inf or NaN never reach them: the scan excludes them), so no
@@ -186,7 +188,22 @@ def _pick_load_row():
     return _load_row_hw if same.all() else _load_row_int
 
 
-load_row = _pick_load_row()  # load_row(U, j, out, out_bits): row j of float16 bits as float32 values in out
+def load_row(U, j, out, out_bits):
+    """Row j of float16 bits ``U`` as float32 values in ``out`` (``out_bits``: its uint32 view), by the
+    conversion ``chosen_load_row`` picks. The pick (and its probe) happens on first use: when the first
+    kernel calling this is compiled (not when it is loaded from numba's cache: the cache is per CPU),
+    or on the first call from Python; importing this module compiles and probes nothing."""
+    chosen_load_row()(U, j, out, out_bits)
+
+
+@overload(load_row, jit_options={"nogil": True})
+def _load_row_compiled(U, j, out, out_bits):
+    impl = chosen_load_row()
+
+    def load(U, j, out, out_bits):
+        impl(U, j, out, out_bits)
+
+    return load
 
 
 @intrinsic
@@ -221,7 +238,8 @@ def _prefetch_rows_none(U, W, j):
     pass
 
 
-def _pick_prefetch():
+@lru_cache(maxsize=1)
+def chosen_prefetch():
     """The prefetching version if this numba/LLVM compiles it, else a no-op (the kernel is the same
     either way, only its row reads can wait longer)."""
     try:
@@ -232,7 +250,20 @@ def _pick_prefetch():
         return _prefetch_rows_none
 
 
-prefetch_rows = _pick_prefetch()  # rows j of U and W: a heap entry that will be read next
+def prefetch_rows(U, W, j):
+    """Hint the CPU to fetch rows j of U and W (a heap entry that will be read next), by the version
+    ``chosen_prefetch`` picks on first use (as ``load_row``)."""
+    chosen_prefetch()(U, W, j)
+
+
+@overload(prefetch_rows, jit_options={"nogil": True})
+def _prefetch_rows_compiled(U, W, j):
+    impl = chosen_prefetch()
+
+    def prefetch(U, W, j):
+        impl(U, W, j)
+
+    return prefetch
 
 
 @njit(cache=True, nogil=True)
