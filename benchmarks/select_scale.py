@@ -41,6 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _synthetic import write_synthetic  # noqa: E402
 
 
+def in_child(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh process. The data and the floor's passes run there so that this
+    process stays small: Linux gives a child started by vfork + exec (``subprocess``) at least its
+    parent's peak RSS as its own ``ru_maxrss``, which would inflate clipcov's peak RSS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 def floor_pass(root: Path) -> float:
     t0 = time.perf_counter()
     total = np.zeros(2, np.float64)
@@ -159,10 +170,10 @@ def run_regime(args, name: str, cold: bool) -> list[tuple]:
     """One regime: its data, its floor, clipcov select (first with an empty numba cache if ``cold``).
     Returns table rows (regime, run, seconds, floor, ratio, RSS, load)."""
     t0 = time.perf_counter()
-    root = write_synthetic(args.workdir / f"{name}_{args.n}", args.n, **REGIMES[name])
+    root = in_child(write_synthetic, args.workdir / f"{name}_{args.n}", args.n, **REGIMES[name])
     print(f"[{name}] synthetic data: {args.n:,} pairs, d=512, 1000 classes ({time.perf_counter() - t0:.0f} s to make or reuse)")
-    first = floor_pass(root)
-    floor = floor_pass(root)  # the page cache as clipcov's run finds it (the first pass may read from disk)
+    first = in_child(floor_pass, root)
+    floor = in_child(floor_pass, root)  # the page cache as clipcov's run finds it (the first pass may read from disk)
     print(f"[{name}] floor: one sequential pass summing all embeddings: {floor:.1f} s (first pass {first:.1f} s)")
     runs = []
     if cold:
@@ -222,7 +233,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f} at start; --workers {args.workers}")
     # small runs first, so that numba's on-disk caches of the compiled kernels are warm (this code's, the baseline's)
-    warm = write_synthetic(args.workdir / "warmup_20000", 20_000)
+    warm = in_child(write_synthetic, args.workdir / "warmup_20000", 20_000)
     for env in [{}] + ([baseline_env(args)] if args.baseline_code else []):
         clipcov_child(warm, "10%", args.workdir / "subset_warmup", args.workers, env=env)
     if not args.skip_scale:
