@@ -1,6 +1,7 @@
 """Scale benchmark of `clipcov select` (ClipCov) on synthetic clustered embeddings.
 
-Prints, on one machine in one script:
+Prints, on one machine in one script, for each data regime (``--regimes``; one regime's data on disk
+at a time, deleted after its run unless ``--keep-data``):
   1. the floor: one sequential pass summing all embeddings from the .npy files (run twice; the second,
      with the page cache as clipcov's run then finds it, is the one compared);
   2. ClipCov end to end (`clipcov select`, a child process: reading, terms, greedy, writing) at
@@ -11,8 +12,14 @@ Prints, on one machine in one script:
      identity at this size) and with exact thresholded r (the same O(n_k^2 d) products the reference
      computes), and how far apart the two selections are.
 
-    python benchmarks/select_scale.py --n 2800000          # CC3M size
-    python benchmarks/select_scale.py --n 12000000         # CC12M size (needs ~25 GB of disk)
+Regimes: ``norm1``, ``norm2``, ``norm3`` (rows = unit(centre + noise of that norm), Zipf 1.0), ``clip``
+(CLIP-like: a shared mean direction, matched cosine ~0.3, unmatched in the class ~0.2, across classes
+~0.1, some negative; see ``_synthetic._pairs_clip``), ``zipf0.8``, ``zipf1.2`` (noise norm 1). The first
+regime's run starts with an empty numba cache (``NUMBA_CACHE_DIR`` a fresh folder: the first run after
+``pip install``, compile time counted), then runs again with the cache it filled.
+
+    python benchmarks/select_scale.py --n 2800000          # CC3M size, every regime
+    python benchmarks/select_scale.py --n 12000000 --regimes clip --skip-reference   # CC12M (~25 GB of disk)
 
 Set CLIPCOV_SELECT_PROFILE=1 to see clipcov's phases (read, units, merge) and kernel counters.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +39,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _synthetic import write_synthetic  # noqa: E402
+
+
+def in_child(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh process. The data and the floor's passes run there so that this
+    process stays small: Linux gives a child started by vfork + exec (``subprocess``) at least its
+    parent's peak RSS as its own ``ru_maxrss``, which would inflate clipcov's peak RSS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 def floor_pass(root: Path) -> float:
@@ -44,13 +63,26 @@ def floor_pass(root: Path) -> float:
     return time.perf_counter() - t0
 
 
-def clipcov_child(root: Path, fraction: str, out: Path, workers: int, engine: str = "local") -> tuple[float, float, list[str]]:
+REGIMES = {  # name -> write_synthetic's keywords
+    "norm1": {"noise": 1.0}, "norm2": {"noise": 2.0}, "norm3": {"noise": 3.0}, "clip": {"regime": "clip"},
+    "zipf0.8": {"zipf": 0.8}, "zipf1.2": {"zipf": 1.2},
+}
+
+
+def goals(n: int) -> tuple[float, float, float]:
+    """(seconds, multiple of the floor, peak RSS GB) goals: CC3M size (<= 2.8M) 45 s and 3x; CC12M size
+    5 min and 8 GB (no floor multiple stated: inf)."""
+    return (45.0, 3.0, float("inf")) if n <= 2_800_000 else (300.0, float("inf"), 8.0)
+
+
+def clipcov_child(root: Path, fraction: str, out: Path, workers: int, engine: str = "local",
+                  env: dict | None = None) -> tuple[float, float, list[str]]:
     """Wall seconds, peak RSS (GB) and phase lines of `clipcov select` in a child process."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "clipcov_cli", "select", str(root), "--budget", fraction, "--out", str(out),
            "--overwrite", "--threads", str(workers), "--engine", engine]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env=os.environ | {"CLIPCOV_SELECT_PROFILE": "1"})
+                         env=os.environ | {"CLIPCOV_SELECT_PROFILE": "1"} | (env or {}))
     err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)  # this child's own resource usage
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -134,6 +166,53 @@ def compare_reference(workdir: Path, n: int, fraction: float, workers: int) -> N
           f"{same / budget:.2%} of the selected rows in common")
 
 
+def run_regime(args, name: str, cold: bool) -> list[tuple]:
+    """One regime: its data, its floor, clipcov select (first with an empty numba cache if ``cold``).
+    Returns table rows (regime, run, seconds, floor, ratio, RSS, load)."""
+    t0 = time.perf_counter()
+    root = in_child(write_synthetic, args.workdir / f"{name}_{args.n}", args.n, **REGIMES[name])
+    print(f"[{name}] synthetic data: {args.n:,} pairs, d=512, 1000 classes ({time.perf_counter() - t0:.0f} s to make or reuse)")
+    first = in_child(floor_pass, root)
+    floor = in_child(floor_pass, root)  # the page cache as clipcov's run finds it (the first pass may read from disk)
+    print(f"[{name}] floor: one sequential pass summing all embeddings: {floor:.1f} s (first pass {first:.1f} s)")
+    runs = []
+    if cold:
+        cache = Path(args.workdir) / "numba_cache_cold"
+        shutil.rmtree(cache, ignore_errors=True)
+        runs.append(("first run, empty numba cache", {"NUMBA_CACHE_DIR": str(cache)}))
+    runs.append(("warm", {}))
+    if args.baseline_code:
+        runs.append(("baseline code", baseline_env(args)))
+    out = []
+    for label, env in runs:
+        wall, rss, phases = clipcov_child(root, args.fraction, args.workdir / f"subset_{name}", args.workers, env=env)
+        for line in phases:
+            print(f"  [{name}, {label}] " + line)
+        load = os.getloadavg()[0]
+        print(f"[{name}, {label}] clipcov select --budget {args.fraction}: {wall:.1f} s = {wall / floor:.2f}x the floor; "
+              f"peak RSS {rss:.2f} GB; load average {load:.1f}")
+        out.append((name, label, wall, floor, wall / floor, rss, load))
+    if not args.keep_data:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(args.workdir / f"subset_{name}", ignore_errors=True)
+    return out
+
+
+def baseline_env(args) -> dict:
+    """The child's environment to run the code in ``--baseline-code`` (e.g. an older revision's tree)."""
+    return {"PYTHONPATH": str(Path(args.baseline_code).resolve())}
+
+
+def print_table(rows: list[list[tuple]], args) -> None:
+    sec, mult, gb = goals(args.n)
+    print(f"\n{args.n:,} pairs at {args.fraction}; goals: <= {sec:.0f} s, <= {mult}x the floor, <= {gb} GB peak RSS")
+    print("| regime | run | time (s) | floor (s) | ratio | peak RSS (GB) | load | goal met |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, label, wall, floor, ratio, rss, load in (r for rr in rows for r in rr):
+        met = wall <= sec and ratio <= mult and rss <= gb
+        print(f"| {name} | {label} | {wall:.1f} | {floor:.1f} | {ratio:.2f}x | {rss:.2f} | {load:.1f} | {'yes' if met else 'no'} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2_800_000)
@@ -141,6 +220,11 @@ def main() -> None:
     ap.add_argument("--ref-n", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "clipcov-bench" / "select_scale")
+    ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)}")
+    ap.add_argument("--baseline-code", help="also run each regime with the clipcov_cli under this folder "
+                    "(e.g. `git archive REV | tar -x -C DIR`): before/after in one run")
+    ap.add_argument("--skip-cold", action="store_true", help="no run with an empty numba cache")
+    ap.add_argument("--keep-data", action="store_true", help="keep each regime's data (default: delete after its run)")
     ap.add_argument("--skip-scale", action="store_true", help="only the reference comparison")
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args()
@@ -148,20 +232,13 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f} at start; --workers {args.workers}")
-    # one small run first, so that numba's on-disk cache of the compiled kernels is warm
-    clipcov_child(write_synthetic(args.workdir / "warmup_20000", 20_000), "10%", args.workdir / "subset_warmup", args.workers)
+    # small runs first, so that numba's on-disk caches of the compiled kernels are warm (this code's, the baseline's)
+    warm = in_child(write_synthetic, args.workdir / "warmup_20000", 20_000)
+    for env in [{}] + ([baseline_env(args)] if args.baseline_code else []):
+        clipcov_child(warm, "10%", args.workdir / "subset_warmup", args.workers, env=env)
     if not args.skip_scale:
-        t0 = time.perf_counter()
-        root = write_synthetic(args.workdir / f"n_{args.n}", args.n)
-        print(f"synthetic data: {args.n:,} pairs, d=512, 1000 Zipf classes ({time.perf_counter() - t0:.0f} s to make or reuse)")
-        first = floor_pass(root)
-        floor = floor_pass(root)  # the page cache as clipcov's run finds it (the first pass may read from disk)
-        print(f"floor: one sequential pass summing all embeddings: {floor:.1f} s (first pass {first:.1f} s)")
-        wall, rss, phases = clipcov_child(root, args.fraction, args.workdir / f"subset_{args.n}", args.workers)
-        for line in phases:
-            print("  " + line)
-        print(f"clipcov select --budget {args.fraction} end to end: {wall:.1f} s = {wall / floor:.1f}x the floor "
-              f"(goal <= 3x); peak RSS {rss:.2f} GB; load average {os.getloadavg()[0]:.1f} at the end")
+        rows = [run_regime(args, name, cold=(i == 0 and not args.skip_cold)) for i, name in enumerate(args.regimes.split(","))]
+        print_table(rows, args)
     if not args.skip_reference:
         compare_reference(args.workdir, args.ref_n, float(args.fraction.rstrip("%")) / 100, args.workers)
 

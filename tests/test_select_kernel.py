@@ -40,7 +40,7 @@ def test_the_hardware_float16_conversion_is_picked_where_it_compiles():
     flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
     if "f16c" not in flags:
         pytest.skip("this CPU has no F16C instructions")
-    assert lazy_kernel.load_row is lazy_kernel._load_row_hw
+    assert lazy_kernel.chosen_load_row() is lazy_kernel._load_row_hw
 
 
 @pytest.mark.parametrize("env,hardware", [
@@ -63,7 +63,7 @@ def test_the_float16_conversion_follows_the_cpu_numba_compiles_for(tmp_path, env
             "bits = np.arange(0x7C00, dtype=np.uint16).reshape(-1, 512); out = np.empty(512, np.float32); "
             "ok = all(K.load_row(bits, j, out, out.view(np.uint32)) is None and "
             "np.array_equal(out, bits[j].view(np.float16).astype(np.float32)) for j in range(len(bits))); "
-            "print(K.load_row is K._load_row_hw, ok)")
+            "print(K.chosen_load_row() is K._load_row_hw, ok)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                        env={**os.environ, **env, "NUMBA_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-2000:]
@@ -72,6 +72,19 @@ def test_the_float16_conversion_follows_the_cpu_numba_compiles_for(tmp_path, env
         if hardware is None:
             pytest.skip("the host's features are read from /proc/cpuinfo here")
     assert r.stdout.split() == [str(hardware), "True"]
+
+
+def test_importing_the_kernel_compiles_and_probes_nothing():
+    """The float16 conversion and the prefetch hints are picked (compiled and probed) on first use, not
+    at import: a fresh interpreter importing the kernel has run neither probe."""
+    import subprocess
+    import sys
+
+    code = ("from clipcov_cli.select.clipcov import lazy_kernel as K; "
+            "print(K.chosen_load_row.cache_info().currsize, K.chosen_prefetch.cache_info().currsize)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["0", "0"]
 
 
 def _quantize(X: np.ndarray, inv: float) -> np.ndarray:

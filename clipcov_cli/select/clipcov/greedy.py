@@ -80,13 +80,14 @@ class ClassGreedy:
         # exact <v_j, PT> + <t_j, PV> at j's last evaluation, as hi + lo (see lazy_kernel._linear_bound_key)
         self._bh, self._bl = np.zeros(self.m, np.float64), np.zeros(self.m, np.float64)
         gamma = 2.0 * (2 * d) * 2.0 ** -53 / (1 - (2 * d) * 2.0 ** -53)
-        self._norms = np.array([norm_v, norm_t, gamma, 0.0, 0.0])  # max |v|, max |t|, gamma, |PV|, |PT|
+        self._norms = np.zeros(lazy_kernel.NORMS)  # max |v|, max |t|, gamma, |PV|, |PT| (the last two: running)
+        self._norms[[lazy_kernel.NORM_V, lazy_kernel.NORM_T, lazy_kernel.NORM_GAMMA]] = norm_v, norm_t, gamma
         self._inv = np.array([lazy_kernel.quantization(max_v), lazy_kernel.quantization(max_t)])
         err = lazy_kernel.screening_error(d, self._inv[0], self._inv[1], norm_v, norm_t)
         self._ctl = np.zeros(lazy_kernel.CTL, np.int64)
-        self._ctl[0] = self.m
-        self._ctl[4] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
-        self._ctl[5] = self.lookahead_min
+        self._ctl[lazy_kernel.CTL_SIZE] = self.m
+        self._ctl[lazy_kernel.CTL_CUT] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
+        self._ctl[lazy_kernel.CTL_LOOKAHEAD] = self.lookahead_min
         self._PV = np.zeros(d, np.float64)  # sums of the selected rows (exact)
         self._PT = np.zeros(d, np.float64)
         self._QV = np.zeros((0, d), np.int8)  # selected rows quantized, in selection order
@@ -137,13 +138,13 @@ class ClassGreedy:
             except BaseException:
                 self._broken = True
                 raise
-        self._n = int(self._ctl[1])
+        self._n = int(self._ctl[lazy_kernel.CTL_PICKS])
 
     def _screen_batch(self) -> None:
         """The int8 products of the pending batch, block by block; a block whose products are all above
         the cut is certified (no pair at or below tau), the others are handed to the kernel."""
-        cut = self._ctl[4]
-        nseg = int(self._ctl[3])
+        cut = self._ctl[lazy_kernel.CTL_CUT]
+        nseg = int(self._ctl[lazy_kernel.CTL_SEGMENTS])
         used = 0
         for i in range(nseg):
             rows, c0, c1 = int(self._seg_rows[i]), int(self._cuts[i]), int(self._cuts[i + 1])

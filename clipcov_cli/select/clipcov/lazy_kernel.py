@@ -33,24 +33,39 @@ are recomputed exactly (none at all when no cross similarity is near or below ta
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 SMALL = 24  # at most this many new members: evaluate one candidate alone, pair by pair
 BATCH = 128  # candidates evaluated together in int8 products
 OLD_ROWS = 384  # look-ahead: top a batch up to this many candidates that need the oldest members
 POOL = 4 * OLD_ROWS  # ... chosen by fresh O(d) bound among this many entries next in the heap
-LOOKAHEAD_MIN = 1024  # ... when the oldest members needed are at least this many (default of ctl[5])
+LOOKAHEAD_MIN = 1024  # ... when the oldest members needed are at least this many (default of ctl[CTL_LOOKAHEAD])
 BATCH_CAP = BATCH + OLD_ROWS  # rows of a batch at most
 MAX_SEGMENTS = 6  # column blocks of a batch (members sorted by last evaluation: a staircase)
 QMAX = 127  # int8 quantization: q = rint(x * QMAX / max |x|)
-CTL = 6  # control words: heap size, picks, pending batch size, pending segments, screening cut, look-ahead min
-STATS = 7  # counters, see lazy_extend
+# control words (int64[CTL]), by name
+CTL_SIZE, CTL_PICKS, CTL_PENDING, CTL_SEGMENTS, CTL_CUT, CTL_LOOKAHEAD = range(6)
+CTL = 6  # heap size, picks, pending batch size, pending segments, screening cut, look-ahead min
+# kernel counters (int64[STATS]), by name (``STAT_NAMES``; read them with ``stat``)
+ST_BOUNDS, ST_SINGLE, ST_BATCHES, ST_BATCHED, ST_PAIRS, ST_REDONE, ST_AHEAD = range(7)
+STAT_NAMES = ("bounds", "single", "batches", "batched", "pairs", "redone", "ahead")
+STATS = len(STAT_NAMES)
+# the norms vector (float64[NORMS]): max |v|, max |t|, gamma (dot product rounding), |PV|, |PT|
+NORM_V, NORM_T, NORM_GAMMA, NORM_PV, NORM_PT = range(5)
+NORMS = 5
 INT32_MAX = 2**31 - 1
+
+
+def stat(stats, name: str) -> int:
+    """The kernel counter ``name`` (of ``STAT_NAMES``) of a counters vector (0 if the vector is shorter)."""
+    i = STAT_NAMES.index(name)
+    return int(stats[i]) if len(stats) > i else 0
 
 
 def quantization(max_abs: float) -> float:
@@ -151,7 +166,8 @@ def hardware_conversion_supported() -> bool:
     return bool(binding.get_host_cpu_features().get("f16c", False))
 
 
-def _pick_load_row():
+@lru_cache(maxsize=1)
+def chosen_load_row():
     """The hardware conversion where it is supported (``hardware_conversion_supported``) and it converts
     every finite float16 bit pattern exactly as the integer version does, else the integer version.
     Either gives the same values (rows with inf or NaN never reach them: the scan excludes them), so no
@@ -172,7 +188,22 @@ def _pick_load_row():
     return _load_row_hw if same.all() else _load_row_int
 
 
-load_row = _pick_load_row()  # load_row(U, j, out, out_bits): row j of float16 bits as float32 values in out
+def load_row(U, j, out, out_bits):
+    """Row j of float16 bits ``U`` as float32 values in ``out`` (``out_bits``: its uint32 view), by the
+    conversion ``chosen_load_row`` picks. The pick (and its probe) happens on first use: when the first
+    kernel calling this is compiled (not when it is loaded from numba's cache: the cache is per CPU),
+    or on the first call from Python; importing this module compiles and probes nothing."""
+    chosen_load_row()(U, j, out, out_bits)
+
+
+@overload(load_row, jit_options={"nogil": True})
+def _load_row_compiled(U, j, out, out_bits):
+    impl = chosen_load_row()
+
+    def load(U, j, out, out_bits):
+        impl(U, j, out, out_bits)
+
+    return load
 
 
 @intrinsic
@@ -207,7 +238,8 @@ def _prefetch_rows_none(U, W, j):
     pass
 
 
-def _pick_prefetch():
+@lru_cache(maxsize=1)
+def chosen_prefetch():
     """The prefetching version if this numba/LLVM compiles it, else a no-op (the kernel is the same
     either way, only its row reads can wait longer)."""
     try:
@@ -218,7 +250,20 @@ def _pick_prefetch():
         return _prefetch_rows_none
 
 
-prefetch_rows = _pick_prefetch()  # rows j of U and W: a heap entry that will be read next
+def prefetch_rows(U, W, j):
+    """Hint the CPU to fetch rows j of U and W (a heap entry that will be read next), by the version
+    ``chosen_prefetch`` picks on first use (as ``load_row``)."""
+    chosen_prefetch()(U, W, j)
+
+
+@overload(prefetch_rows, jit_options={"nogil": True})
+def _prefetch_rows_compiled(U, W, j):
+    impl = chosen_prefetch()
+
+    def prefetch(U, W, j):
+        impl(U, W, j)
+
+    return prefetch
 
 
 @njit(cache=True, nogil=True)
@@ -292,7 +337,7 @@ def _top_dd(rv, rt, PV, PT, norms):
     they stay below ``_top_int``'s limit (``norms``: max |v|, max |t|, ..., |PV|, |PT|, see
     ``_linear_bound_key``; always so for unit rows) they are summed as integers, else with TwoSum."""
     lim = 2.0 ** 33 / (2 * rv.shape[0])
-    if norms[0] * norms[4] < lim and norms[1] * norms[3] < lim:
+    if norms[NORM_V] * norms[NORM_PT] < lim and norms[NORM_T] * norms[NORM_PV] < lim:
         return _top_int(rv, rt, PV, PT)
     return _top_two_sum(rv, rt, PV, PT)
 
@@ -411,7 +456,7 @@ def _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks,
     lin = _top_dot(rv, rt, PV, PT) - stored
     red = rhi[j] + rlo[j]
     est = red + lin
-    dot_err = norms[2] * (norms[0] * norms[4] + norms[1] * norms[3])
+    dot_err = norms[NORM_GAMMA] * (norms[NORM_V] * norms[NORM_PT] + norms[NORM_T] * norms[NORM_PV])
     margin = 1e-9 * (1.0 + (npicks - lo) + abs(red) + abs(lin) + abs(stored)) + 2.0 * dot_err
     return -(a[j] - est / m + margin)
 
@@ -497,7 +542,7 @@ def _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo,
                 continue
             h, r, redo = _subtract_low(rv, rt, b, xbuf, ybuf, seg_off[i], cuts[i + 1] - cuts[i], cuts[i],
                                        max(cuts[i], lo_c), cuts[i + 1], U, W, picks, tau, cut, h, r, mv, mt, mvb, mtb)
-            stats[5] += redo
+            stats[ST_REDONE] += redo
         rhi[c] = h
         rlo[c] = r
         seen[c] = npicks
@@ -524,7 +569,7 @@ def _pop_for_batch(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, P
         fresh_i[nfresh] = j
         return size, nfresh + 1, -1, key, False
     if lin_ok and bnd[j] != npicks:
-        stats[0] += 1
+        stats[ST_BOUNDS] += 1
         load_row(U, j, rv, rvb)
         load_row(W, j, rt, rtb)
         key = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, seen[j], npicks, m)
@@ -567,7 +612,7 @@ def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, 
         if r < want:
             bidx[nb] = pool_i[p]
             nb += 1
-            stats[6] += 1
+            stats[ST_AHEAD] += 1
         else:
             size = _push(hk, hi, size, pool_k[p], pool_i[p])
     return size, nb, nfresh
@@ -576,7 +621,7 @@ def _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, 
 @njit(cache=True, nogil=True)
 def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms, QV, QT, inv_s,
                 picks, gains, stats, ctl, bidx, cuts, seg_rows, seg_off, xbuf, ybuf, Qbv, Qbt):
-    """Run the lazy greedy until ``ctl[1]`` (picks) reaches ``target`` or the heap is empty (returns
+    """Run the lazy greedy until ``ctl[CTL_PICKS]`` (picks) reaches ``target`` or the heap is empty (returns
     0), or until a batch needs its int8 products (returns 1; call again once they are computed).
 
     ``ctl`` (int64[CTL]): heap size, picks, pending batch size, pending segments, screening cut, and
@@ -601,18 +646,18 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
     """
     m = U.shape[0]
     d = U.shape[1]
-    size = ctl[0]
-    npicks = ctl[1]
-    cut = ctl[4]
+    size = ctl[CTL_SIZE]
+    npicks = ctl[CTL_PICKS]
+    cut = ctl[CTL_CUT]
     lin_ok = tau <= 0.0  # [x]_tau >= x only when tau <= 0 (then thresholding only raises values)
     rv, rvb = scratch_row(d)  # the row at hand, as float32 values
     rt, rtb = scratch_row(d)
     mv, mvb = scratch_row(d)  # a member's rows
     mt, mtb = scratch_row(d)
-    if ctl[2] > 0:
+    if ctl[CTL_PENDING] > 0:
         size = _finish_batch(U, W, a, tau, m, npicks, hk, hi, size, seen, bh, bl, rhi, rlo, PV, PT, norms, picks, stats,
-                             bidx, ctl[2], cuts, ctl[3], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)
-        ctl[2] = 0
+                             bidx, ctl[CTL_PENDING], cuts, ctl[CTL_SEGMENTS], seg_off, xbuf, ybuf, cut, rv, rt, rvb, rtb, mv, mt, mvb, mtb)
+        ctl[CTL_PENDING] = 0
     fresh_k = np.empty(4 * BATCH + POOL, np.float64)
     fresh_i = np.empty(4 * BATCH + POOL, np.int64)
     pool_k = np.empty(POOL, np.float64)
@@ -634,8 +679,8 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
                 PT[q] += rt[q]
                 nv2 += PV[q] * PV[q]
                 nt2 += PT[q] * PT[q]
-            norms[3] = math.sqrt(nv2) * (1 + 1e-9)
-            norms[4] = math.sqrt(nt2) * (1 + 1e-9)
+            norms[NORM_PV] = math.sqrt(nv2) * (1 + 1e-9)
+            norms[NORM_PT] = math.sqrt(nt2) * (1 + 1e-9)
             _quantize_row(rv, inv_s[0], QV[npicks])
             _quantize_row(rt, inv_s[1], QT[npicks])
             picks[npicks] = j
@@ -645,7 +690,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
         if lin_ok and bnd[j] != npicks:
             # stage 1: an upper bound of the gain in O(d), no per-member work
             bnd[j] = npicks
-            stats[0] += 1
+            stats[ST_BOUNDS] += 1
             load_row(U, j, rv, rvb)
             load_row(W, j, rt, rtb)
             bound = _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks, m)
@@ -653,8 +698,8 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             continue
         # stage 2: exact
         if npicks - lo <= SMALL:
-            stats[1] += 1
-            stats[4] += npicks - lo
+            stats[ST_SINGLE] += 1
+            stats[ST_PAIRS] += npicks - lo
             load_row(U, j, rv, rvb)
             load_row(W, j, rt, rtb)
             _add_pairs_exact(rv, rt, j, U, W, picks, lo, npicks, tau, rhi, rlo, bh, bl, mv, mt, mvb, mtb)
@@ -682,7 +727,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             nb += 1
             if seen[j2] < lo_min:
                 lo_min = seen[j2]
-        if npicks - lo_min >= ctl[5]:
+        if npicks - lo_min >= ctl[CTL_LOOKAHEAD]:
             size, nb, nfresh = _look_ahead(U, W, a, lin_ok, hk, hi, size, seen, bnd, bh, bl, rhi, rlo, PV, PT, norms,
                                            stats, npicks, m, bidx, nb, lo_min, fresh_k, fresh_i, nfresh, rv, rt, rvb,
                                            rtb, pool_k, pool_i)
@@ -714,7 +759,7 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             while rows < nb and seen[bidx[rows]] < cuts[i + 1]:
                 rows += 1
             seg_rows[i] = rows
-            stats[4] += rows * (cuts[i + 1] - cuts[i])
+            stats[ST_PAIRS] += rows * (cuts[i + 1] - cuts[i])
         for b in range(nb):
             if b + 1 < nb:
                 prefetch_rows(U, W, bidx[b + 1])
@@ -722,13 +767,13 @@ def lazy_extend(U, W, a, tau, target, hk, hi, seen, bnd, bh, bl, rhi, rlo, PV, P
             load_row(W, bidx[b], rt, rtb)
             _quantize_row(rv, inv_s[0], Qbv[b])
             _quantize_row(rt, inv_s[1], Qbt[b])
-        stats[2] += 1
-        stats[3] += nb
-        ctl[0] = size
-        ctl[1] = npicks
-        ctl[2] = nb
-        ctl[3] = nseg
+        stats[ST_BATCHES] += 1
+        stats[ST_BATCHED] += nb
+        ctl[CTL_SIZE] = size
+        ctl[CTL_PICKS] = npicks
+        ctl[CTL_PENDING] = nb
+        ctl[CTL_SEGMENTS] = nseg
         return 1
-    ctl[0] = size
-    ctl[1] = npicks
+    ctl[CTL_SIZE] = size
+    ctl[CTL_PICKS] = npicks
     return 0

@@ -29,6 +29,7 @@ from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, Selection, Selector
 from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
+from clipcov_cli.select.clipcov.lazy_kernel import stat as kernel_stat
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, RowBuffers, close_maps, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit, warm_up
@@ -281,7 +282,7 @@ class ClipCovSelector(Selector):
             for thread in self.warming:  # not left compiling while the interpreter exits
                 thread.join(timeout=60)
             self.warming.clear()
-        if any(len(s) > 2 and s[2] > 0 for s in self.stats):  # some class screened batches
+        if any(kernel_stat(s, "batches") > 0 for s in self.stats):  # some class screened batches
             self.notes.append(f"int8 screening products: {backend()}")  # torch-int8, or the slower blas-float
         restarts = sum(g.restarts for g in sources.values())
         extensions = sum(g.extensions for g in sources.values())
