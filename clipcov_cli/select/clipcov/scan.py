@@ -373,6 +373,14 @@ class PartsScan:
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list = []
 
+    @property
+    def wants_labels(self) -> bool:
+        """The copy waits for the labels (``labels_ready``): hand them over as soon as they are read."""
+        return self.copy
+
+    def labels_ready(self, labels: np.ndarray, num_classes: int) -> None:
+        self.start(labels, num_classes)
+
     def start(self, labels: np.ndarray | None = None, num_classes: int | None = None) -> "PartsScan":
         """Run the pass in the background. The copy needs the labels: without them it waits for them
         (a later ``start(labels, num_classes)``, or ``finish``)."""
