@@ -21,6 +21,10 @@ from typing import Callable, ClassVar, Iterable, Mapping, Protocol
 import numpy as np
 
 
+# a parameter -> the command-line flag that sets it, where not --<name> (another method's, in errors)
+FLAGS = {"batch": "--batch-size"}
+
+
 class PreparedRows(Protocol):
     """What a method's ``prepare`` hook made of the rows (ClipCov: ``GroupedRows``): the rows it
     found usable and the counts of the excluded ones; ``cleanup()`` drops its temporary files and
@@ -133,7 +137,7 @@ class Selector(ABC):
 
     @classmethod
     def flag(cls, param: str) -> str:
-        return cls.flags.get(param, "--" + param.replace("_", "-"))
+        return cls.flags.get(param) or FLAGS.get(param) or "--" + param.replace("_", "-")
 
     @classmethod
     def check_options(cls, given: Iterable[str]) -> None:
