@@ -28,6 +28,7 @@ from clipcov_cli.layout import CLASS_EMB, MANIFEST, OUTPUT_DIRS, SKIPPED_REPORT,
 from clipcov_cli.utils.atomic import atomic_path, write_text
 from clipcov_cli.utils.overwrite import Owned, is_temporary
 
+FIRST_COLUMNS = ("key", "caption", "shard", "url")
 EMBED_OWNED = Owned("embed", MANIFEST, lambda root: (root / MANIFEST).is_file(),
                     lambda entry: entry.name in OUTPUT_DIRS + (MANIFEST, SKIPPED_REPORT) or is_temporary(entry))
 
