@@ -67,6 +67,38 @@ def test_bad_arguments(emb_dir, tmp_path, args, msg):
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("method,args,flags", [
+    ("clipcov", ["--clusters", "5"], "--clusters"),
+    ("random", ["--alpha", "1", "--batch-size", "8"], "--alpha, --batch-size"),
+    ("semdedup", ["--temperature", "0.1"], "--temperature"),
+])
+def test_another_methods_options_are_refused(emb_dir, tmp_path, method, args, flags):
+    """A method validates its own options: another method's are a one-line error, not silently dropped."""
+    r = clipcov("select", emb_dir, "--out", tmp_path / "s", "--budget", "10%", "--method", method, *args)
+    assert r.returncode == 2 and f"error: {flags}: not an option of --method {method}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_a_methods_own_options_and_defaults_are_accepted(emb_dir, tmp_path):
+    r = clipcov("select", emb_dir, "--out", tmp_path / "s", "--budget", "10%", "--method", "negclip-loss",
+                "--batch-size", "64", "--seed", "2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["params"]["batch"] == 64
+
+
+def test_a_baseline_imports_neither_numba_nor_the_clipcov_kernel(emb_dir, tmp_path):
+    """Methods load lazily by name: `select --method random` runs without ClipCov's module, its
+    compiled kernel (numba) or scipy."""
+    code = ("import sys\nfrom clipcov_cli.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\nprint(sorted(m for m in ('numba', 'scipy', 'clipcov_cli.select.methods.clipcov',"
+            " 'clipcov_cli.select.clipcov.lazy_kernel') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, "select", str(emb_dir), "--budget", "10%", "--method", "random",
+                        "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+    assert (tmp_path / "s" / "selection.parquet").exists()
+
+
 def _folder(tmp_path, n=50, **kw):
     V, T, labels, Z = clustered(n, 8, 3, seed=1, spread=1.0)
     keys = np.array([f"{i:09d}" for i in range(n)])

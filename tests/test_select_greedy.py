@@ -353,7 +353,7 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
 
     root = _copy_folder(tmp_path)
     keep: list = []
-    direct, _ = reader.open_embeddings(root, keep, group_by_label=True, workers=2)
+    direct, _ = reader.open_embeddings(root, keep, prepare=ClipCovSelector(workers=2).prepare)
     for item in keep:
         item.cleanup()
     copies_seen = []
@@ -368,7 +368,7 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
     monkeypatch.setattr(scan, "GROUP_WHEN_OVER", 0.0)
     monkeypatch.setattr(reader, "keys_to_numpy", spy)
     keep = []
-    copied, _ = reader.open_embeddings(root, keep, group_by_label=True, workers=2)
+    copied, _ = reader.open_embeddings(root, keep, prepare=ClipCovSelector(workers=2).prepare)
     try:
         assert copies_seen == [1, 1, 1]
         g, h = copied.prepared, direct.prepared
@@ -400,7 +400,7 @@ def test_a_key_mismatch_found_while_copying_removes_the_copy(tmp_path, monkeypat
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
     monkeypatch.setattr(scan, "GROUP_WHEN_OVER", 0.0)
     with pytest.raises(ClipcovError, match="labels/ rows do not match metadata/ keys"):
-        reader.open_embeddings(root, [], group_by_label=True, workers=2)
+        reader.open_embeddings(root, [], prepare=ClipCovSelector(workers=2).prepare)
     assert not list((tmp_path / "t").iterdir())
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from clipcov_cli.select.clipcov.greedy import plain_greedy
 from clipcov_cli.select.methods import ClipCovSelector, make_selector
+from clipcov_cli.select.methods.clipcov import start_grouping
 from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.runner import SelectConfig, run_select
 from tests.select_helpers import clustered, embedding_set, write_embeddings_folder
@@ -66,7 +67,7 @@ def test_clipcov_class_major_copy_and_arrays_are_order_independent(tmp_path, cop
     sels = []
     for folder in (a, b):
         keep: list = []
-        emb, _ = open_embeddings(folder, keep, group_by_label=True, workers=2, class_copy=copy)
+        emb, _ = open_embeddings(folder, keep, prepare=lambda parts: start_grouping(parts, 2, copy=copy))
         sel = ClipCovSelector(workers=2).select(emb, 250)
         sels.append((emb.keys[sel.indices].tolist(), sel.score.tolist()))
         for item in keep:

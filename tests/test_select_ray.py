@@ -63,10 +63,11 @@ def test_ray_units_read_rows_from_the_parts(emb_dir):
     import pickle
 
     from clipcov_cli.select.clipcov.units import PartsSource, run_class_unit
+    from clipcov_cli.select.methods import ClipCovSelector
     from clipcov_cli.select.reader import open_embeddings
 
     keep: list = []
-    emb, _ = open_embeddings(emb_dir, keep, group_by_label=True)
+    emb, _ = open_embeddings(emb_dir, keep, prepare=ClipCovSelector(workers=1).prepare)
     try:
         g = emb.prepared
         k = int(np.argmax(np.diff(g.starts)))

@@ -24,6 +24,7 @@ Examples:\n\n
 
 
 def select(
+    ctx: typer.Context,
     input: Path = typer.Argument(Path("."), help="Embeddings folder, or a dataset folder with embeddings/."),
     budget: str = typer.Option(..., "--budget", "-b", help="A count (300k, 1.5M, 300000) or a fraction (10%)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Subset folder to write (selection.parquet, manifest.json)."),
@@ -56,9 +57,12 @@ def select(
 
     batch_size = renamed(batch, "--batch", batch_size, "--batch-size")
     threads = renamed(workers, "--workers", threads, "--threads")
-    params = dict(seed=seed, alpha=alpha, beta=beta, gamma=gamma, tau=tau, r_mode=r_mode, clusters=clusters,
-                  iterations=iterations, batch=batch_size, repeats=repeats, temperature=temperature)
+    params = _given(ctx, dict(seed=seed, alpha=alpha, beta=beta, gamma=gamma, tau=tau, r_mode=r_mode, clusters=clusters,
+                              iterations=iterations, batch=batch_size, repeats=repeats, temperature=temperature))
+    from clipcov_cli.select.methods import method_class
     from clipcov_cli.utils.keylist import describe, read_key_list
+
+    method_class(method).check_options(params)  # another method's option is an error, not silently dropped
 
     kept = read_key_list(keep, what="--keep") if keep is not None else None
     cfg = SelectConfig(input=input, out=out, budget=budget, method=method, params=tuple(params.items()),
@@ -73,6 +77,20 @@ def select(
         err_console.print(f"wrote {uids_out} ({len(result.keys):,} DataComp uids, sorted)")
     if print_keys:
         _print_keys(result.keys)
+
+
+# a method parameter -> the command's option(s) that set it (the rest: the parameter's own name)
+_OPTIONS_OF = {"batch": ("batch_size", "batch")}
+
+
+def _given(ctx: typer.Context, params: dict) -> dict:
+    """The method parameters given on the command line (not left at their default): the method
+    validates them, and takes its own defaults for the others."""
+    def given(option: str) -> bool:  # by name: typer may bring its own copy of click's ParameterSource
+        source = ctx.get_parameter_source(option)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    return {name: value for name, value in params.items() if any(given(o) for o in _OPTIONS_OF.get(name, (name,)))}
 
 
 def _print_keys(keys: list[str]) -> None:

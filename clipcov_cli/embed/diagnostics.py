@@ -89,13 +89,16 @@ def read_label_columns(root: Path, parts: Sequence[str]) -> tuple[np.ndarray, np
     (folders written before the margin column, or by other tools, lack some columns)."""
     import pyarrow.parquet as pq
 
+    from clipcov_cli.layout import Layout
+    from clipcov_cli.select.keys import numbers_to_numpy  # read from the Arrow buffers: no pandas import
+
     cols: dict[str, list[np.ndarray]] = {"pseudo_label": [], "top_sim": [], "margin": []}
     for part in parts:
-        path = root / "labels" / f"labels_{part}.parquet"
-        names = set(pq.read_schema(path).names)
-        table = pq.read_table(path, columns=[c for c in cols if c in names])
+        with pq.ParquetFile(Layout(root).labels(part)) as lfile:  # not read_table: no pyarrow.dataset (nor pandas) import
+            names = set(lfile.schema_arrow.names)
+            table = lfile.read(columns=[c for c in cols if c in names])
         for c in cols:
-            cols[c].append(table[c].to_numpy() if c in names else None)
+            cols[c].append(numbers_to_numpy(table[c], table[c].type.to_pandas_dtype()) if c in names else None)
     labels = np.concatenate(cols["pseudo_label"]) if parts else np.zeros(0, np.int64)
     optional = [np.concatenate(v) if v and all(x is not None for x in v) else None for v in (cols["top_sim"], cols["margin"])]
     return labels, optional[0], optional[1]

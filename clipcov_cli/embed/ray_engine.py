@@ -29,6 +29,7 @@ import numpy as np
 from clipcov_cli.embed import manifest as mf
 from clipcov_cli.embed.config import EmbedConfig
 from clipcov_cli.embed.model import LoadedModel, ModelSpec, load_model
+from clipcov_cli.embed.parts import check_record, embed_parts, reusable_class_emb
 from clipcov_cli.embed.vocab import Vocabulary
 from clipcov_cli.embed.writer import Layout, save_npy
 
@@ -133,7 +134,6 @@ def run_embed_ray(cfg: EmbedConfig, layout: Layout, spec: ModelSpec, vocab: Voca
     from clipcov_cli.distribute import make_distributor
     from clipcov_cli.embed.progress import embed_progress
     from clipcov_cli.embed.reader import expected_total
-    from clipcov_cli.embed.runner import check_record, embed_parts, reusable_class_emb
 
     threads = cfg.threads if cfg.threads > 0 else 1
     resume = record is not None and not cfg.overwrite

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from clipcov_cli.embed import manifest as mf
 from clipcov_cli.embed.config import EmbedConfig
 from clipcov_cli.embed.model import load_model
+from clipcov_cli.embed.parts import EmbedSummary
 from clipcov_cli.embed.progress import embed_progress
 from clipcov_cli.embed.vocab import class_text_embeddings, load_vocabulary
 from clipcov_cli.embed.writer import CLASS_EMB, Layout, labels_table, save_npy, save_parquet
@@ -63,8 +64,6 @@ def _record(layout: Layout) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def run_relabel(cfg: EmbedConfig, echo: Callable[[str], None]):
-    from clipcov_cli.embed.runner import EmbedSummary
-
     layout = Layout(cfg.out_dir)
     if not layout.root.is_dir():
         raise ClipcovError(f"embeddings folder {layout.root} does not exist")

@@ -24,50 +24,13 @@ import pyarrow.parquet as pq
 
 from clipcov_cli.embed.labels import label_agreement, labels_with_margin
 from clipcov_cli.embed.mapper import EmbeddedBatch
+from clipcov_cli.layout import CLASS_EMB, MANIFEST, OUTPUT_DIRS, SKIPPED_REPORT, Layout  # noqa: F401 - re-exported
 from clipcov_cli.utils.atomic import atomic_path, write_text
 from clipcov_cli.utils.overwrite import Owned, is_temporary
 
-MANIFEST = "clipcov.json"
-SKIPPED_REPORT = "skipped.jsonl"
-CLASS_EMB = "class_emb.npy"
-OUTPUT_DIRS = ("img_emb", "text_emb", "metadata", "labels", "skipped")
 FIRST_COLUMNS = ("key", "caption", "shard", "url")
 EMBED_OWNED = Owned("embed", MANIFEST, lambda root: (root / MANIFEST).is_file(),
                     lambda entry: entry.name in OUTPUT_DIRS + (MANIFEST, SKIPPED_REPORT) or is_temporary(entry))
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Paths of an embeddings folder."""
-
-    root: Path
-
-    def img(self, part: str) -> Path:
-        return self.root / "img_emb" / f"img_emb_{part}.npy"
-
-    def txt(self, part: str) -> Path:
-        return self.root / "text_emb" / f"text_emb_{part}.npy"
-
-    def meta(self, part: str) -> Path:
-        return self.root / "metadata" / f"metadata_{part}.parquet"
-
-    def labels(self, part: str, labels_dir: Path | None = None) -> Path:
-        return (labels_dir or self.root / "labels") / f"labels_{part}.parquet"
-
-    def skipped(self, part: str) -> Path:
-        return self.root / "skipped" / f"skipped_{part}.jsonl"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
-
-    @property
-    def class_emb(self) -> Path:
-        return self.root / "labels" / CLASS_EMB
-
-    @property
-    def report(self) -> Path:
-        return self.root / SKIPPED_REPORT
 
 
 @dataclass

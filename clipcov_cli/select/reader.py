@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from clipcov_cli.errors import ClipcovError
-from clipcov_cli.select.base import EmbeddingSet
+from clipcov_cli.layout import Layout
+from clipcov_cli.select.base import EmbeddingSet, PartFiles, Preparation
 from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy, numbers_to_numpy
 from clipcov_cli.utils.disk import require_free_space
 from clipcov_cli.utils.limits import ensure_open_files
 
 NORM_TOLERANCE = 0.01  # as the scan's (select/clipcov/scan.py): | |row| - 1 | above it excludes the row
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
-_PART = re.compile(r"^img_emb_(.+)\.npy$")
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,21 @@ def resolve_embeddings_dir(path: Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise ClipcovError(f"{path} does not exist")
-    if (path / "img_emb").is_dir():
-        return path
-    if (path / "embeddings" / "img_emb").is_dir():
-        return path / "embeddings"
+    for root in (path, path / "embeddings"):
+        if Layout(root).img_dir.is_dir():
+            return root
     raise ClipcovError(f"{path} holds no embeddings (no img_emb/ here or in embeddings/): run `clipcov embed` first")
 
 
-def _natural(part: str):
-    return (0, int(part), part) if part.isdigit() else (1, 0, part)
-
-
 def list_parts(root: Path) -> list[str]:
-    parts = [m.group(1) for p in (root / "img_emb").iterdir() if (m := _PART.match(p.name))]
+    parts = Layout(root).parts()
     if not parts:
         raise ClipcovError(f"{root}/img_emb holds no img_emb_*.npy part")
-    return sorted(parts, key=_natural)
+    return parts
 
 
 def _load_meta(root: Path) -> dict | None:
-    p = root / "clipcov.json"
+    p = Layout(root).manifest
     if not p.exists():
         return None
     try:
@@ -178,14 +173,12 @@ def _check_unique(keys: np.ndarray) -> None:
 def _fingerprint(root: Path, parts: list[str]) -> str:
     """sha256 of clipcov.json and of every part file's name and size (cheap: no embedding is hashed)."""
     h = hashlib.sha256()
-    meta = root / "clipcov.json"
-    if meta.exists():
-        h.update(meta.read_bytes())
+    layout = Layout(root)
+    if layout.manifest.exists():
+        h.update(layout.manifest.read_bytes())
     for part in parts:
-        for sub, name in (("img_emb", f"img_emb_{part}.npy"), ("text_emb", f"text_emb_{part}.npy"),
-                          ("metadata", f"metadata_{part}.parquet"), ("labels", f"labels_{part}.parquet")):
-            p = root / sub / name
-            h.update(f"{sub}/{name}:{p.stat().st_size if p.exists() else -1};".encode())
+        for sub, p in layout.part_files(part):
+            h.update(f"{sub}/{p.name}:{p.stat().st_size if p.exists() else -1};".encode())
     return h.hexdigest()
 
 
@@ -221,50 +214,46 @@ class PartsView:
         return out
 
 
-def open_embeddings(path: Path, tmpdir: list, group_by_label: bool = False, workers: int = 1,
-                    class_copy: bool | None = None, map_parts: bool = True) -> tuple[EmbeddingSet, EmbeddingsInfo]:
+def open_embeddings(path: Path, tmpdir: list,
+                    prepare: Callable[[PartFiles], Preparation | None] | None = None) -> tuple[EmbeddingSet, EmbeddingsInfo]:
     """Read an embeddings folder. ``tmpdir`` (a list) receives objects with a ``cleanup()`` the caller
-    keeps alive while the returned arrays are in use (a temporary concatenation or grouped copy).
+    keeps alive while the returned arrays are in use (a temporary concatenation, a method's prepared rows).
 
-    ``group_by_label`` (ClipCov): when labels are present, nothing is concatenated; one pass over the
-    parts (``select/clipcov/scan.py``) flags invalid rows, sums the corpus and gives the class-major
-    order of the rows (copying them into it, in a temporary file, only for a corpus larger than half
-    the available memory), handed to the method as ``EmbeddingSet.prepared``. It starts before the
-    metadata and labels are read; the copy needs the labels, so it starts once they are read, while
-    the keys are read and checked.
-    ``map_parts``: the pass may read the parts through memory maps (False when the units run
-    elsewhere, as Ray tasks, and read the parts themselves)."""
+    ``prepare`` (a method's ``Selector.prepare`` hook): when labels are present, nothing is
+    concatenated; the method's work on the parts (``PartFiles``) starts before the metadata and labels
+    are read, gets the labels as soon as they are read (while the keys are read and checked) if it
+    wants them, and its result (``PreparedRows``: the usable rows and the excluded counts) is handed
+    to the method as ``EmbeddingSet.prepared``."""
     root = resolve_embeddings_dir(path)
     meta = _load_meta(root)
     if meta is not None and meta.get("complete") is False:
         raise ClipcovError(f"{root} is incomplete ({len(meta.get('parts_done', []))} of "
                            f"{len(meta.get('parts', []))} parts): re-run `clipcov embed` to finish it")
+    layout = Layout(root)
     parts = list_parts(root)
-    # each part: an image and a text map, mapped again by the scan; plus the library's own files
+    # each part: an image and a text map, mapped again by a method's pass; plus the library's own files
     ensure_open_files(4 * len(parts) + 256, f"the {len(parts)} parts of {root}")
-    imgs, txts = _open_arrays(root, parts)
-    scan = None
-    if group_by_label and (root / "labels").is_dir():
-        from clipcov_cli.select.clipcov.scan import NpyPart, PartsScan
-
+    imgs, txts = _open_arrays(layout, parts)
+    work = None
+    if prepare is not None and layout.labels_dir.is_dir():
         firsts = np.cumsum([0] + [a.shape[0] for a in imgs])
-        scan = PartsScan([(NpyPart.open(root / "img_emb" / f"img_emb_{p}.npy"),
-                           NpyPart.open(root / "text_emb" / f"text_emb_{p}.npy"), int(firsts[i]))
-                          for i, p in enumerate(parts)], workers=workers, copy=class_copy, map_parts=map_parts).start()
+        work = prepare(PartFiles(tuple(layout.img(p) for p in parts), tuple(layout.txt(p) for p in parts),
+                                 tuple(int(f) for f in firsts[:-1])))
     try:
-        # the copy needs the labels: its pass starts with them, while the keys are read
-        start_copy = (lambda labels: scan.start(labels, _num_classes(labels))) if scan is not None and scan.copy else None
-        all_keys, labels, sims = _read_tables(root, parts, imgs, start_copy, _recorded_classes(meta))
+        # a method's pass that needs the labels starts with them, while the keys are read
+        on_labels = (lambda labels: work.labels_ready(labels, _num_classes(labels))) \
+            if work is not None and work.wants_labels else None
+        all_keys, labels, sims = _read_tables(layout, parts, imgs, on_labels, _recorded_classes(meta))
         _check_unique(all_keys)
         has_labels = labels is not None
         prepared = None
-        if scan is not None and has_labels:
-            prepared = scan.finish(labels, _num_classes(labels))
+        if work is not None and has_labels:
+            prepared = work.finish(labels, _num_classes(labels))
             tmpdir.append(prepared)  # the caller's cleanup removes its copy and memory maps
-            scan = None
+            work = None
     finally:
-        if scan is not None:  # an error, or a labels part missing: the pass is not needed
-            scan.abort()
+        if work is not None:  # an error, or a labels part missing: the pass is not needed
+            work.abort()
     class_names = tuple(((meta or {}).get("classes") or {}).get("names") or ()) or None
     num_classes = ((meta or {}).get("classes") or {}).get("count")
     if prepared is not None:
@@ -288,12 +277,12 @@ def _recorded_classes(meta: dict | None) -> int | None:
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
 
 
-def _open_arrays(root: Path, parts: list[str]) -> tuple[list, list]:
+def _open_arrays(layout: Layout, parts: list[str]) -> tuple[list, list]:
     """Every part's image and text arrays (memory maps), with their shapes checked against each other."""
     imgs, txts = [], []
     for part in parts:
-        img = _npy(root / "img_emb" / f"img_emb_{part}.npy")
-        txt = _npy(root / "text_emb" / f"text_emb_{part}.npy")
+        img = _npy(layout.img(part))
+        txt = _npy(layout.txt(part))
         if img.shape[0] != txt.shape[0]:
             raise ClipcovError(f"part {part}: row counts differ (image {img.shape[0]}, text {txt.shape[0]})")
         if img.shape[1] != txt.shape[1] or (imgs and img.shape[1] != imgs[0].shape[1]):
@@ -302,13 +291,13 @@ def _open_arrays(root: Path, parts: list[str]) -> tuple[list, list]:
     return imgs, txts
 
 
-def _read_tables(root: Path, parts: list[str], imgs: list, on_labels=None,
+def _read_tables(layout: Layout, parts: list[str], imgs: list, on_labels=None,
                  num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Keys (metadata/), and pseudo-labels and label similarities (labels/) if every part has them.
     The labels are read first and handed to ``on_labels`` (if given) before the keys are read."""
     rows = []  # each part's metadata row count (files are reopened below: one open at a time)
     for part, img in zip(parts, imgs):
-        mpath = root / "metadata" / f"metadata_{part}.parquet"
+        mpath = layout.meta(part)
         if not mpath.exists():
             raise ClipcovError(f"missing metadata/metadata_{part}.parquet: the embeddings folder is incomplete")
         with pq.ParquetFile(mpath) as mfile:  # not read_table: no pyarrow.dataset (nor pandas) import
@@ -316,8 +305,8 @@ def _read_tables(root: Path, parts: list[str], imgs: list, on_labels=None,
         if img.shape[0] != n_meta:
             raise ClipcovError(f"part {part}: row counts differ (image and text {img.shape[0]}, metadata {n_meta})")
         rows.append(n_meta)
-    lpaths = [root / "labels" / f"labels_{part}.parquet" for part in parts]
-    has_labels = (root / "labels").is_dir() and all(p.exists() for p in lpaths)
+    lpaths = [layout.labels(part) for part in parts]
+    has_labels = layout.labels_dir.is_dir() and all(p.exists() for p in lpaths)
     label_keys, labels, sims = [], [], []
     if has_labels:
         for part, n_meta, lpath in zip(parts, rows, lpaths):
@@ -330,12 +319,12 @@ def _read_tables(root: Path, parts: list[str], imgs: list, on_labels=None,
             labels.append(numbers_to_numpy(lt["pseudo_label"], np.int64))
             sims.append(numbers_to_numpy(lt["label_sim"], np.float32))
         labels, sims = np.concatenate(labels), np.concatenate(sims)
-        _check_labels(labels, num_classes, root)
+        _check_labels(labels, num_classes, layout.root)
         if on_labels is not None:
             on_labels(labels)
     keys = []
     for i, (part, n_meta) in enumerate(zip(parts, rows)):
-        with pq.ParquetFile(root / "metadata" / f"metadata_{part}.parquet") as mfile:
+        with pq.ParquetFile(layout.meta(part)) as mfile:
             cols = mfile.schema_arrow.names
             key_col = "key" if "key" in cols else ("image_path" if "image_path" in cols else None)
             kcol = mfile.read(columns=[key_col])[key_col] if key_col else None

@@ -13,9 +13,9 @@ from rich.table import Table
 from clipcov_cli import __version__
 from clipcov_cli.distribute.factory import check_engine
 from clipcov_cli.errors import ClipcovError
-from clipcov_cli.select.base import EmbeddingSet, Selection
+from clipcov_cli.select.base import EmbeddingSet, RunSettings, Selection
 from clipcov_cli.select.methods import METHODS, make_selector
-from clipcov_cli.select.profile import process_age, profile, worker_count
+from clipcov_cli.select.profile import process_age, profile
 from clipcov_cli.select.reader import open_embeddings
 from clipcov_cli.select.summary import class_histograms, dry_run_table, summary_table
 from clipcov_cli.select.writer import SELECT_OWNED, selection_table, write_subset
@@ -34,7 +34,7 @@ class SelectConfig:
     params: tuple[tuple[str, object], ...] = ()  # the method's parameters (name, value)
     dry_run: bool = False
     overwrite: bool = False
-    engine: str = "local"  # where per-class work runs (ClipCov); the output does not depend on it
+    engine: str = "local"  # where a method's work runs (ClipCov's classes); the output does not depend on it
     workers: int | None = None
     ray_address: str | None = None
     keep: tuple[str, ...] | None = None  # keys that must be in the subset (select --keep); the method fills the rest
@@ -83,22 +83,16 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     _check(cfg)
     budget_spec = parse_budget(cfg.budget)
     check_engine(cfg.engine, cfg.ray_address)
-    selector = make_selector(cfg.method, **dict(cfg.params), engine=cfg.engine, workers=cfg.workers,
-                             ray_address=cfg.ray_address)
-    workers = worker_count(cfg.workers)
+    selector = make_selector(cfg.method, RunSettings(cfg.engine, cfg.workers, cfg.ray_address), **dict(cfg.params))
     keep_alive: list = []
     release = _Release(keep_alive)
     failed = True  # until the command's result is ready: then a failed release is the error to report
-    if not cfg.dry_run:
-        selector.warm_up()  # e.g. ClipCov: torch and the compiled kernels load while the corpus is read
-    # Ray units read the parts themselves: no class-major copy for them (None: decided by memory)
+    warming = None if cfg.dry_run else selector.warm_up()  # e.g. ClipCov: its kernels load while the corpus is read
     with job_phase(f"select: reading {cfg.input}"):
-        emb, info = open_embeddings(cfg.input, keep_alive, group_by_label=cfg.method == "clipcov" and not cfg.dry_run,
-                                    workers=workers, class_copy=False if cfg.engine == "ray" else None,
-                                    map_parts=cfg.engine != "ray")
+        emb, info = open_embeddings(cfg.input, keep_alive, prepare=None if cfg.dry_run else selector.prepare)
     profile(f"read {time.time() - t0:.2f} s")
     try:
-        if cfg.method == "clipcov" and not info.has_labels:
+        if selector.needs_labels and not info.has_labels:
             raise ClipcovError(f"{info.root} has no labels/ (clip-retrieval output?): run "
                                f"`clipcov embed --relabel {info.root}` to add pseudo-labels, or use a baseline --method")
         budget = budget_spec.resolve(emb.n_valid)
@@ -115,7 +109,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         manifest = {
             "method": cfg.method,
             "params": selector.params(),
-            "notes": list(getattr(selector, "notes", [])),
+            "notes": list(sel.notes),
             "budget": {"asked": cfg.budget, "met": int(len(sel.indices))},
             "source": {"dataset_dir": info.dataset_dir, "embeddings_dir": str(info.root),
                        "fingerprint": info.fingerprint, "rows": emb.n},
@@ -141,6 +135,8 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         failed = False
         return result
     finally:
+        if warming is not None:
+            warming()  # the method's loading is over: nothing left running while the process exits
         release.finish(raise_error=not failed)  # else the error under way is the one to report
         profile(f"temporary files and maps dropped {time.time() - t0:.2f} s")
 

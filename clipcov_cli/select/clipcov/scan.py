@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,9 +222,10 @@ def close_maps() -> None:
         _MAPS.clear()
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroupedRows:
-    """The corpus' rows in class-major order (float16 bit patterns), with the corpus sums."""
+    """The corpus' rows in class-major order (float16 bit patterns), with the corpus sums; not changed
+    once made (``cleanup()`` only removes its temporary file and maps, and may be called again)."""
 
     order: np.ndarray  # (n,) example index of each grouped position
     starts: np.ndarray  # (K + 1,) class k occupies [starts[k], starts[k+1])
@@ -267,8 +268,7 @@ class GroupedRows:
         if self.parts and self.path is None:  # the scan or the units mapped the parts
             close_maps()
         if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+            self._tmp.cleanup()  # a TemporaryDirectory: a second call does nothing
 
 
 class _Sink:
@@ -373,6 +373,14 @@ class PartsScan:
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list = []
 
+    @property
+    def wants_labels(self) -> bool:
+        """The copy waits for the labels (``labels_ready``): hand them over as soon as they are read."""
+        return self.copy
+
+    def labels_ready(self, labels: np.ndarray, num_classes: int) -> None:
+        self.start(labels, num_classes)
+
     def start(self, labels: np.ndarray | None = None, num_classes: int | None = None) -> "PartsScan":
         """Run the pass in the background. The copy needs the labels: without them it waits for them
         (a later ``start(labels, num_classes)``, or ``finish``)."""
@@ -464,9 +472,7 @@ def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_
         return _scan_chunk(U_all[s:e], W_all[s:e], valid[s:e])
 
     results = _run(work, [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)], workers)
-    grouped = _finish(results, dest, starts, valid, d, (), None)
-    grouped.img, grouped.txt = U_all, W_all
-    return grouped
+    return replace(_finish(results, dest, starts, valid, d, (), None), img=U_all, txt=W_all)
 
 
 class RowBuffers:

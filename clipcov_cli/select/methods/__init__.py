@@ -1,26 +1,58 @@
-"""Selection methods, siblings behind one interface (``Selector.select``), and their registry."""
+"""Selection methods, siblings behind one interface (``Selector.select``), and their registry.
+
+The registry maps each ``--method`` name to the module and class that implement it; a method's
+module is imported only when the method is used, so ``select --method random`` never imports
+ClipCov's compiled kernel (numba, scipy, torch). Adding a method: one module under ``methods/``
+and one line here (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from clipcov_cli.errors import ClipcovError
-from clipcov_cli.select.base import Selector
-from clipcov_cli.select.methods.clip_score import ClipScoreSelector
-from clipcov_cli.select.methods.clipcov import ClipCovSelector
-from clipcov_cli.select.methods.negclip import NegClipLossSelector
-from clipcov_cli.select.methods.random_ import RandomSelector
-from clipcov_cli.select.methods.semdedup import SemDeDupSelector
+from clipcov_cli.select.base import RunSettings, Selector
 
-METHODS: dict[str, type[Selector]] = {
-    cls.name: cls for cls in (ClipCovSelector, RandomSelector, ClipScoreSelector, SemDeDupSelector, NegClipLossSelector)
+# --method name -> "module:Class" (in --help order: ClipCov first)
+METHODS: dict[str, str] = {
+    "clipcov": "clipcov_cli.select.methods.clipcov:ClipCovSelector",
+    "random": "clipcov_cli.select.methods.random_:RandomSelector",
+    "clip-score": "clipcov_cli.select.methods.clip_score:ClipScoreSelector",
+    "semdedup": "clipcov_cli.select.methods.semdedup:SemDeDupSelector",
+    "negclip-loss": "clipcov_cli.select.methods.negclip:NegClipLossSelector",
 }
+RUN_SETTINGS = ("engine", "workers", "ray_address")
 
 
-def make_selector(name: str, **params) -> Selector:
-    """Build the method ``name`` with the parameters it takes (others are ignored)."""
-    import dataclasses
-
+def method_class(name: str) -> type[Selector]:
+    """The class of the method ``name``, its module imported now."""
     if name not in METHODS:
         raise ClipcovError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
-    cls = METHODS[name]
-    fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "notes"}
-    return cls(**{k: v for k, v in params.items() if k in fields and v is not None})
+    module, cls = METHODS[name].split(":")
+    return getattr(import_module(module), cls)
+
+
+def make_selector(name: str, run: RunSettings | None = None, **params) -> Selector:
+    """Build the method ``name`` with the parameters it takes (others are ignored: a library caller
+    may pass one set to several methods; the command refuses them with ``check_options``).
+    ``engine`` / ``workers`` / ``ray_address`` among ``params`` are run settings (``run``)."""
+    from dataclasses import replace
+
+    cls = method_class(name)
+    settings = {k: params.pop(k) for k in RUN_SETTINGS if k in params}
+    run = replace(run or RunSettings(), **{k: v for k, v in settings.items() if v is not None or k != "engine"})
+    own = set(cls.parameter_names())
+    kwargs = {k: v for k, v in params.items() if k in own and v is not None}
+    if "run" in {f for f in getattr(cls, "__dataclass_fields__", {})}:
+        kwargs["run"] = run
+    return cls(**kwargs)
+
+
+def __getattr__(name: str):
+    """``from clipcov_cli.select.methods import ClipCovSelector`` (and the other classes) still works,
+    importing that method's module only."""
+    for spec in METHODS.values():
+        if spec.endswith(":" + name):
+            module, cls = spec.split(":")
+            return getattr(import_module(module), cls)
+    raise AttributeError(name)

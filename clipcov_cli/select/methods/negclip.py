@@ -35,6 +35,7 @@ def negclip_batch_scores(F: np.ndarray, G: np.ndarray, tau: float) -> np.ndarray
 @dataclass(frozen=True)
 class NegClipLossSelector(Selector):
     name: ClassVar[str] = "negclip-loss"
+    flags: ClassVar[dict] = {"batch": "--batch-size"}
     batch: int = 1024
     repeats: int = 5
     temperature: float = 0.01
