@@ -235,7 +235,7 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
     direct = group_from_parts(parts, labels, 5, workers=2, copy=False)
     copied = group_from_parts(parts, labels, 5, workers=2, copy=True, tmpdir=str(tmp_path))
     try:
-        assert (len(_mapped_parts()) > 0) == (dtype == np.float16)
+        assert (len(_mapped_parts(direct)) > 0) == (dtype == np.float16)
         assert copied.path is not None and direct.path is None
         assert direct.nan == copied.nan == 1 and np.array_equal(direct.valid, copied.valid)
         assert np.array_equal(direct.sum_v, copied.sum_v) and np.array_equal(direct.sum_t, copied.sum_t)
@@ -250,11 +250,8 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
     assert not any(tmp_path.glob("clipcov-select-*"))
 
 
-def _mapped_parts() -> list:
-    from clipcov_cli.select.clipcov import scan
-
-    with scan._MAPS_LOCK:
-        return list(scan._MAPS)
+def _mapped_parts(grouped) -> list:
+    return grouped.maps.mapped()
 
 
 def test_parts_are_named_by_absolute_path(tmp_path, monkeypatch):

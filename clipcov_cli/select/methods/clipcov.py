@@ -31,7 +31,7 @@ from clipcov_cli.select.clipcov.blas import blas_threads
 from clipcov_cli.select.clipcov.greedy import merge_sequences
 from clipcov_cli.select.clipcov.lazy_kernel import stat as kernel_stat
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
-from clipcov_cli.select.clipcov.scan import GroupedRows, NpyPart, PartsScan, RowBuffers, close_maps, group_from_arrays
+from clipcov_cli.select.clipcov.scan import GroupedRows, NpyPart, PartsScan, RowBuffers, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
 from clipcov_cli.select.methods._common import key_order
 from clipcov_cli.select.profile import profile, worker_count
@@ -208,7 +208,7 @@ class ClipCovSelector(Selector):
         try:
             run = self._run(units, plan, budget, share)
         finally:
-            close_maps()  # also when a unit failed: no memory map outlives the selection
+            plan.grouped.close_maps()  # also when a unit failed: no memory map outlives the selection
         notes = [f"r computed with the '{r_mode}' method"]
         if any(kernel_stat(s, "batches") > 0 for s in run.stats):  # some class screened batches
             notes.append(f"int8 screening products: {backend()}")  # torch-int8, or the slower blas-float
