@@ -17,13 +17,10 @@ import webdataset as wds
 
 from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
 from clipcov_cli.download import DownloadConfig, run_download
+from tests.cli_helpers import clipcov_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = CorpusConfig(n_web=120, n_proxy_per_class=1, n_test_per_class=1)
-
-
-def clipcov(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def read_shards(out: Path) -> list[dict]:
@@ -77,13 +74,13 @@ def test_demo_corpus_and_broken_cases(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("recipe,order", [("cc3m", ("caption", "url")), ("cc12m", ("url", "caption"))])
-def test_official_headerless_formats_with_recipe_only(corpus, tmp_path, recipe, order):
+def test_official_headerless_formats_with_recipe_only(corpus, tmp_path, recipe, order, cli):
     layout, srv = corpus
     write_url_list(layout, srv.base_url, tmp_path / "u.parquet")
     df = pd.read_parquet(tmp_path / "u.parquet").head(100)
     lines = ["\t".join(row[c] for c in order) for _, row in df.iterrows()]
     (tmp_path / "official.tsv").write_text("\n".join(lines) + "\n")
-    r = clipcov("download", str(tmp_path / "official.tsv"), "--recipe", recipe, "--out", str(tmp_path / "out"))
+    r = cli.subprocess("download", tmp_path / "official.tsv", "--recipe", recipe, "--out", tmp_path / "out")  # its stdout
     assert r.returncode == 0, r.stderr[-2000:]
     samples = read_shards(tmp_path / "out")
     assert len(samples) == 100
@@ -94,8 +91,8 @@ def test_official_headerless_formats_with_recipe_only(corpus, tmp_path, recipe, 
 def test_kill_and_resume_completes_without_duplicates(corpus, tmp_path):
     layout, srv = corpus
     write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-    args = [sys.executable, "-m", "clipcov_cli", "download", str(tmp_path / "urls.parquet"), "--out",
-            str(tmp_path / "out"), "--shard-size", "10", "--threads", "2", "--extra-col", "uid"]
+    args = clipcov_argv("download", tmp_path / "urls.parquet", "--out", tmp_path / "out", "--shard-size", "10",
+                        "--threads", "2", "--extra-col", "uid")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "out").glob("*_stats.json")):
@@ -113,7 +110,7 @@ def test_kill_and_resume_completes_without_duplicates(corpus, tmp_path):
     assert sorted(json.loads(s["json"])["uid"] for s in samples) == sorted(pd.read_parquet(tmp_path / "urls.parquet").uid)
 
 
-def test_retry_failed_skips_permanent_failures_and_caps_attempts(corpus, tmp_path):
+def test_retry_failed_skips_permanent_failures_and_caps_attempts(corpus, tmp_path, cli):
     layout, srv = corpus
     write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
     good = pd.read_parquet(tmp_path / "urls.parquet").head(5)
@@ -123,20 +120,20 @@ def test_retry_failed_skips_permanent_failures_and_caps_attempts(corpus, tmp_pat
     pd.concat([good, bad], ignore_index=True).to_parquet(tmp_path / "urls.parquet")
     base = ["download", str(tmp_path / "urls.parquet"), "--out", str(tmp_path / "out"), "--timeout", "1",
             "--threads", "4"]
-    assert clipcov(*base).returncode == 0
-    r = clipcov(*base, "--retry-failed", "--max-attempts", "2")  # only the time-out is worth another try
+    assert cli(*base).returncode == 0
+    r = cli(*base, "--retry-failed", "--max-attempts", "2")  # only the time-out is worth another try
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipping 2 permanent failures" in r.stderr and "retrying 1 failed samples" in r.stderr, r.stderr
-    r = clipcov(*base, "--retry-failed", "--max-attempts", "2")  # the time-out has had its 2 attempts
+    r = cli(*base, "--retry-failed", "--max-attempts", "2")  # the time-out has had its 2 attempts
     assert r.returncode == 0 and "skipping 1 URLs that failed 2 times" in r.stderr, r.stderr
     assert "no failed sample left to retry" in r.stderr
     assert len(list((tmp_path / "out").glob("*.tar"))) == 2
-    r = clipcov(*base, "--retry-all")  # everything that never succeeded, up to 3 attempts
+    r = cli(*base, "--retry-all")  # everything that never succeeded, up to 3 attempts
     assert r.returncode == 0 and "retrying 3 failed samples" in r.stderr, r.stderr
     assert len(read_shards(tmp_path / "out")) == 5  # the good ones, once; the broken ones stay broken
 
 
-def test_retry_failed_only_touches_failures(corpus, tmp_path):
+def test_retry_failed_only_touches_failures(corpus, tmp_path, cli):
     layout, srv = corpus
     write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
     df = pd.read_parquet(tmp_path / "urls.parquet").head(30)
@@ -145,27 +142,27 @@ def test_retry_failed_only_touches_failures(corpus, tmp_path):
     df.loc[:4, "url"] = [f"{srv.base_url}/late/{u}.jpg" for u in df.uid[:5]]  # 404 for now
     df.to_parquet(tmp_path / "urls.parquet")
     base = ["download", str(tmp_path / "urls.parquet"), "--out", str(tmp_path / "out"), "--shard-size", "20", "--threads", "4"]
-    assert clipcov(*base).returncode == 0
+    assert cli(*base).returncode == 0
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert len(read_shards(tmp_path / "out")) == 25
     for u in df.uid[:5]:  # the files appear on the server
         (late / f"{u}.jpg").write_bytes((layout.web_dir / "images" / f"{u}.jpg").read_bytes())
-    r = clipcov(*base, "--retry-failed")
+    r = cli(*base, "--retry-failed")
     assert r.returncode == 0 and "skipping 5 permanent failures" in r.stderr, r.stderr[-2000:]  # 404s
     assert not (tmp_path / "out" / "00002.tar").exists()
-    r = clipcov(*base, "--retry-all")  # the 404s were only late: retry them anyway
+    r = cli(*base, "--retry-all")  # the 404s were only late: retry them anyway
     assert r.returncode == 0, r.stderr[-2000:]
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert all(after[k] == v for k, v in before.items())  # good shards untouched
     assert {"00002.tar", "00002_stats.json"} <= set(after) - set(before)
     samples = read_shards(tmp_path / "out")
     assert len(samples) == 30 and len({s["__key__"] for s in samples}) == 30
-    r = clipcov(*base, "--retry-failed")
+    r = cli(*base, "--retry-failed")
     assert r.returncode == 0 and "no failed sample left" in r.stderr
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "column", "unreadable", "recipe", "noext"])
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, case):
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, case, cli):
     out = tmp_path / "out"
     src = tmp_path / "urls.tsv"
     extra: list[str] = []
@@ -182,7 +179,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, case):
     elif case == "noext":
         src = tmp_path / "urls.data"
         src.write_text("url\tcaption\n")
-    r = clipcov("download", str(src), "--out", str(out), *extra, timeout=60)
+    r = cli("download", src, "--out", out, *extra)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
