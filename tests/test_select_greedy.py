@@ -220,10 +220,9 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
     """The scan's class-major copy (a temporary file, for corpora larger than memory; its chunks read
     into reused buffers) and reading the parts directly (float16 parts: through their memory maps)
     give the same rows, sums and flags; float32 parts are rounded to float16."""
-    from clipcov_cli.select.clipcov.scan import NpyPart, close_maps, group_from_parts
+    from clipcov_cli.select.clipcov.scan import NpyPart, group_from_parts
     from tests.select_helpers import write_embeddings_folder
 
-    close_maps()  # none left by an earlier test
     V, T, labels, Z = clustered(500, 8, 5, seed=4, spread=1.0)
     V = V.astype(dtype)
     V[17] = np.nan
@@ -246,7 +245,7 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
             assert np.array_equal(a[0], V[rows].astype(np.float16).view(np.uint16))
     finally:
         copied.cleanup()
-        close_maps()
+        direct.close_maps()
     assert not any(tmp_path.glob("clipcov-select-*"))
 
 
@@ -376,7 +375,7 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
     finally:
         for item in keep:
             item.cleanup()
-        scan.close_maps()  # the direct read's blocks mapped the parts again
+        direct.prepared.close_maps()  # the direct read's blocks mapped the parts again
     assert not list((tmp_path / "t").iterdir())
 
 

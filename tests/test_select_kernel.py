@@ -175,7 +175,7 @@ def test_warm_up_runs_the_unit_code_it_stands_in_for():
 def test_row_gather_checks_its_rows(tmp_path):
     """Rows are gathered with numpy's unbuffered take (mode="clip"), so out-of-range rows must be refused
     before, not clipped to the last row."""
-    from clipcov_cli.select.clipcov.scan import NpyPart, close_maps
+    from clipcov_cli.select.clipcov.scan import NpyPart
 
     X = np.arange(40, dtype=np.float16).reshape(10, 4)
     np.save(tmp_path / "x.npy", X)
@@ -185,7 +185,6 @@ def test_row_gather_checks_its_rows(tmp_path):
     assert np.array_equal(out.view(np.float16), X[[1, 5, 9]])
     with pytest.raises(IndexError):
         part.take_into(np.array([1, 5, 10]), out)
-    close_maps()
 
 
 def _exact(x) -> Fraction:

@@ -20,6 +20,8 @@ from typing import Callable, ClassVar, Iterable, Mapping, Protocol
 
 import numpy as np
 
+NORM_TOLERANCE = 0.01  # rows are unit vectors (contract 2); | |row| - 1 | above it excludes the row (float16 rounding moves a norm by < 0.001)
+
 
 # a parameter -> the command-line flag that sets it, where not --<name> (another method's, in errors)
 FLAGS = {"batch": "--batch-size"}

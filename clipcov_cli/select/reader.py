@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.layout import Layout
-from clipcov_cli.select.base import EmbeddingSet, PartFiles, Preparation
+from clipcov_cli.select.base import NORM_TOLERANCE, EmbeddingSet, PartFiles, Preparation
 from clipcov_cli.select.keys import duplicate_keys, keys_to_numpy, numbers_to_numpy
 from clipcov_cli.utils.disk import require_free_space
 from clipcov_cli.utils.limits import ensure_open_files
 
-NORM_TOLERANCE = 0.01  # as the scan's (select/clipcov/scan.py): | |row| - 1 | above it excludes the row
 IN_MEMORY_BYTES = 2 << 30  # concatenate in RAM below this size per modality
 
 

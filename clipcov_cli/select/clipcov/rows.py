@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from clipcov_cli.select.base import NORM_TOLERANCE
 from clipcov_cli.select.clipcov.lazy_kernel import load_row, scratch_row
 
-NORM_TOLERANCE = 0.01  # rows are unit vectors (contract 2); float16 rounding moves a norm by < 0.001
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
 
 

@@ -41,7 +41,7 @@ from clipcov_cli.select.clipcov.rows import scan_chunk as _scan_chunk
 from clipcov_cli.utils.disk import out_of_space, require_free_space
 
 __all__ = ["BUFFER_MAX_ROWS", "F16_TO_F32", "NORM_TOLERANCE", "GROUP_WHEN_OVER", "GroupedRows", "NpyPart", "PartMaps",
-           "PartsScan", "RowBuffers", "_scan_rows", "as_f16_bits", "available_memory", "close_maps", "gather_parts",
+           "PartsScan", "RowBuffers", "_scan_rows", "as_f16_bits", "available_memory", "gather_parts",
            "group_from_arrays", "group_from_parts", "to_float32"]
 
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
@@ -305,9 +305,3 @@ def _finish(results: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
     return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d, off_norm=off,
                        path=sink.path if sink else None, parts=tuple(parts), _tmp=sink.tmp if sink else None)
 
-
-def close_maps(*owners) -> None:
-    """Drop the memory maps of the given owners (``GroupedRows`` or ``PartMaps``); maps belong to their
-    owner, there are none process-wide."""
-    for owner in owners:
-        owner.close_maps() if isinstance(owner, GroupedRows) else owner.close()
