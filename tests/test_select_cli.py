@@ -10,13 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cli_helpers import run_subprocess as clipcov
 from tests.select_helpers import clustered, write_embeddings_folder
 
 METHODS = ["clipcov", "random", "clip-score", "semdedup", "negclip-loss"]
-
-
-def clipcov(*args, input=None):
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

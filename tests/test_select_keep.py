@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,6 +11,7 @@ import pytest
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 from clipcov_cli.select.methods import ClipCovSelector, make_selector
 from tests.cli_helpers import run_inproc
+from tests.cli_helpers import run_subprocess as clipcov
 from tests.select_helpers import clustered, embedding_set, write_embeddings_folder
 
 
@@ -73,11 +72,6 @@ def test_other_methods_fill_the_rest_among_the_other_rows(method):
 
     rest = make_selector(method, seed=0).select(replace(emb, valid=hidden), 37)
     assert sel.indices[3:].tolist() == np.asarray(rest.indices).tolist()
-
-
-def clipcov(*args, input=None):
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, input=input)
 
 
 @pytest.fixture(scope="module")
