@@ -14,6 +14,7 @@ the grouping asked for (``kmeans``, K or ``auto``, the seed).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return lines
 
 
+@functools.lru_cache(maxsize=1)
 def _zero_shot_metadata():
     """open_clip's ``zero_shot_metadata`` (ImageNet class names, the prompt templates: plain data), read
     without importing ``open_clip`` itself (torch and every model, 5 s) when it is not loaded yet: a
