@@ -73,7 +73,7 @@ def test_ray_units_read_rows_from_the_parts(emb_dir):
         k = int(np.argmax(np.diff(g.starts)))
         rows = np.sort(g.order[g.starts[k]: g.starts[k + 1]])
         rows = rows[emb.valid[rows]]
-        source = PartsSource(g.parts, rows)
+        source = PartsSource(g.source.parts, rows)
         U, W = pickle.loads(pickle.dumps(source)).load()
         keep_mask = emb.valid[g.order[g.starts[k]: g.starts[k + 1]]]
         GU, GW = g.block(k)

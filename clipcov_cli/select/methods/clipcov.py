@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import InitVar, dataclass, field, replace
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, ContextManager
 
 import numpy as np
 
@@ -197,18 +197,15 @@ class ClipCovSelector(Selector):
         if embeddings.pseudo_label is None or embeddings.label_sim is None:
             raise ClipcovError("ClipCov needs pseudo-labels: run `clipcov embed --relabel` on the embeddings folder first")
         t0 = time.perf_counter()
-        plan = _plan(embeddings, self._grouped(embeddings), kept)
-        r_mode = resolve_r_mode(self.r_mode, self.tau, np.array([len(b.rows) for b in plan.blocks], np.int64),
-                                embeddings.d)
-        if self._remote and not plan.grouped.parts:
-            raise ClipcovError("--engine ray reads the rows from the embeddings folder's parts: open it from a folder")
-        stateful = set() if self._remote else _stateful_classes(plan.blocks, embeddings.d)
-        share = ThreadShare(1)  # torch threads of the local workers (one each until a single unit is left)
-        units = self._units(plan, budget, r_mode, stateful, share)
-        try:
-            run = self._run(units, plan, budget, share)
-        finally:
-            plan.grouped.close_maps()  # also when a unit failed: no memory map outlives the selection
+        with self._grouped(embeddings) as grouped:
+            plan = _plan(embeddings, grouped, kept)
+            r_mode = resolve_r_mode(self.r_mode, self.tau, np.array([len(b.rows) for b in plan.blocks], np.int64),
+                                    embeddings.d)
+            if self._remote and not grouped.source.parts:
+                raise ClipcovError("--engine ray reads the rows from the embeddings folder's parts: open it from a folder")
+            stateful = set() if self._remote else _stateful_classes(plan.blocks, embeddings.d)
+            share = ThreadShare(1)  # torch threads of the local workers (one each until a single unit is left)
+            run = self._run(self._units(plan, budget, r_mode, stateful, share), plan, budget, share)
         notes = [f"r computed with the '{r_mode}' method"]
         if any(kernel_stat(s, "batches") > 0 for s in run.stats):  # some class screened batches
             notes.append(f"int8 screening products: {backend()}")  # torch-int8, or the slower blas-float
@@ -219,10 +216,11 @@ class ClipCovSelector(Selector):
         return Selection(indices=idx, score=run.merged.gain, terms=terms, all_scores=run.cols["a"],
                          notes=tuple(notes), stats=tuple(run.stats) + (np.array([run.restarts], np.int64),))
 
-    def _grouped(self, embeddings: EmbeddingSet) -> GroupedRows:
-        """The reader's class-major pass (``prepare``), or the same pass, in memory, for a caller holding arrays."""
+    def _grouped(self, embeddings: EmbeddingSet) -> ContextManager[GroupedRows]:
+        """The reader's class-major pass (``prepare``: closed by the reader's caller, its owner), or the
+        same pass, in memory, for a caller holding arrays (closed here, when the selection is done)."""
         if isinstance(embeddings.prepared, GroupedRows):
-            return embeddings.prepared
+            return nullcontext(embeddings.prepared)
         labels = np.asarray(embeddings.pseudo_label).astype(np.int64)
         return group_from_arrays(embeddings.img, embeddings.txt, labels, int(labels.max()) + 1, workers=self._workers())
 
@@ -236,7 +234,7 @@ class ClipCovSelector(Selector):
             forced = np.flatnonzero(plan.forced[by_key_k]) if plan.forced is not None else None  # key-order positions
             quota = min(len(b.rows), math.ceil(factor * budget * len(b.rows) / plan.n_valid) + 16 +
                         len(forced if forced is not None else ()))
-            source = PartsSource(plan.grouped.parts, b.rows) if self._remote else \
+            source = PartsSource(plan.grouped.source.parts, b.rows) if self._remote else \
                 GroupedSource(plan.grouped, b.k, b.keep, None if b.k in stateful else buffers)  # a kept state keeps its rows
             units.append(ClassUnit(b.k, quota, self.alpha, self.beta, self.gamma, self.tau, r_mode, plan.grouped.sum_v,
                                    plan.grouped.sum_t, plan.n_valid, plan.label_sim[by_key_k].astype(np.float32), source,
