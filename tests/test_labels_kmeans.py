@@ -101,6 +101,31 @@ def test_hash_sample_does_not_depend_on_how_rows_arrive():
     assert key_hashes(keys, 2).dtype == np.uint64 and (key_hashes(keys, 2) != key_hashes(keys, 3)).any()
 
 
+M64 = 2**64
+
+
+def _mix_ref(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % M64
+    return z ^ (z >> 31)
+
+
+def _fnv_ref(codes, h: int) -> int:
+    for c in codes:
+        h = ((h ^ c) * 0x100000001B3) % M64
+    return h
+
+
+def test_the_sample_hash_is_fnv1a_over_utf8_bytes_from_a_seeded_state():
+    """The documented hash, one key at a time in Python integers: ASCII keys (hashed from their code
+    points, no encoding), non-ASCII ones (their UTF-8 bytes) and empty ones."""
+    keys = np.array(["000000017", "k5", "", "caf\u00e9", "\u65e5\u672c", "a" * 30])
+    for seed in (0, 3, 2**63 + 1):
+        want = [_mix_ref(_fnv_ref(k.encode("utf-8"), 0xCBF29CE484222325 ^ _mix_ref(seed % M64))) for k in keys]
+        assert key_hashes(keys, seed).tolist() == want
+        assert key_hashes(keys[:2], seed).tolist() == want[:2]  # ASCII only: the fast path, same values
+
+
 def test_default_k_rule_and_parsing():
     assert [default_k(n) for n in (5, 800, 10_000, 123_456, 5_000_000)] == [5, 10, 10, 123, 1000]
     assert parse_kmeans("kmeans") == 0 and parse_kmeans("kmeans:24") == 24 and parse_kmeans("names.txt") is None
