@@ -96,6 +96,17 @@ def test_a_baseline_imports_neither_numba_nor_the_clipcov_kernel(emb_dir, tmp_pa
     assert (tmp_path / "s" / "selection.parquet").exists()
 
 
+def test_the_method_choices_are_the_registrys_and_list_without_loading_a_method():
+    """`--method`'s choices come from the registry itself; reading them (as --help does) imports no
+    method module and not numpy."""
+    code = ("import sys\nfrom clipcov_cli.commands import options\nfrom clipcov_cli.select import methods\n"
+            "print(options.METHODS == tuple(methods.METHODS), sorted(m for m in sys.modules if m == 'numpy' or "
+            "m.startswith('clipcov_cli.select.') and m != 'clipcov_cli.select.methods'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "[]"], r.stdout
+
+
 def _folder(tmp_path, n=50, **kw):
     V, T, labels, Z = clustered(n, 8, 3, seed=1, spread=1.0)
     keys = np.array([f"{i:09d}" for i in range(n)])

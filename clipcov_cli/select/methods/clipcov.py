@@ -33,7 +33,7 @@ from clipcov_cli.select.clipcov.lazy_kernel import stat as kernel_stat
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend, set_torch_threads
 from clipcov_cli.select.clipcov.scan import GroupedRows, NpyPart, PartsScan, RowBuffers, group_from_arrays
 from clipcov_cli.select.clipcov.units import ClassResult, ClassUnit, GroupedSource, PartsSource, run_class_unit
-from clipcov_cli.select.methods._common import key_order
+from clipcov_cli.select.keys import key_order
 from clipcov_cli.select.profile import profile, worker_count
 
 R_MODES = ("auto", "exact", "mean")
