@@ -22,7 +22,6 @@ from clipcov_cli.embed.kmeans_labels import default_k, kmeans_labels  # noqa: E4
 from clipcov_cli.embed.vocab import load_vocabulary, parse_kmeans  # noqa: E402
 from clipcov_cli.embed.writer import Layout  # noqa: E402
 from clipcov_cli.errors import ClipcovError  # noqa: E402
-from clipcov_cli.select.methods import make_selector  # noqa: E402
 from clipcov_cli.utils.kmeans import HashSample, canonical_order, key_hashes  # noqa: E402
 
 N, D, K = 3000, 32, 8  # 256 K = 2048 < N: the centroids come from a streamed sample, not every row
@@ -99,6 +98,31 @@ def test_hash_sample_does_not_depend_on_how_rows_arrive():
     order = canonical_order(keys, 2)
     assert list(keys[order][:50]) == list(whole.keys)
     assert key_hashes(keys, 2).dtype == np.uint64 and (key_hashes(keys, 2) != key_hashes(keys, 3)).any()
+
+
+M64 = 2**64
+
+
+def _mix_ref(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % M64
+    return z ^ (z >> 31)
+
+
+def _fnv_ref(codes, h: int) -> int:
+    for c in codes:
+        h = ((h ^ c) * 0x100000001B3) % M64
+    return h
+
+
+def test_the_sample_hash_is_fnv1a_over_utf8_bytes_from_a_seeded_state():
+    """The documented hash, one key at a time in Python integers: ASCII keys (hashed from their code
+    points, no encoding), non-ASCII ones (their UTF-8 bytes) and empty ones."""
+    keys = np.array(["000000017", "k5", "", "caf\u00e9", "\u65e5\u672c", "a" * 30])
+    for seed in (0, 3, 2**63 + 1):
+        want = [_mix_ref(_fnv_ref(k.encode("utf-8"), 0xCBF29CE484222325 ^ _mix_ref(seed % M64))) for k in keys]
+        assert key_hashes(keys, seed).tolist() == want
+        assert key_hashes(keys[:2], seed).tolist() == want[:2]  # ASCII only: the fast path, same values
 
 
 def test_default_k_rule_and_parsing():
@@ -180,49 +204,21 @@ def test_folder_diagnostics_read_old_folders_without_margin(tmp_path):
     assert all("margin" not in name for name, _ in d.rows_for_table())
 
 
-def test_select_dry_run_and_manifest_report_the_diagnostics(tmp_path, capsys):
-    from clipcov_cli.cli import main
-
+def test_select_dry_run_and_manifest_report_the_diagnostics(cli, tmp_path):
     V, T, _, Z = sh.clustered(200, 8, 10)
     labels = np.where(np.arange(200) < 150, 0, np.arange(200) % 10)  # class 0 holds 75 %+
     sims = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels])
     root = sh.write_embeddings_folder(tmp_path / "emb", V, T, np.array([f"{i:04d}" for i in range(200)]), labels, sims)
-    for args in (["select", str(root), "--budget", "20%", "--dry-run"],
-                 ["select", str(root), "--budget", "20%", "--out", str(tmp_path / "sub")]):
-        with pytest.raises(SystemExit) as exc:
-            main(args)
-        assert exc.value.code in (0, None)
-        err = capsys.readouterr().err
-        assert "classes used" in err and "--classes kmeans" in err
+    for args in (["--dry-run"], ["--out", tmp_path / "sub"]):
+        r = cli("select", root, "--budget", "20%", *args)
+        assert r.returncode == 0, r.stderr
+        assert "classes used" in r.stderr and "--classes kmeans" in r.stderr
     manifest = json.loads((tmp_path / "sub" / "manifest.json").read_text())
     assert manifest["labels"]["collapsed"] is True and manifest["labels"]["k"] == 10
     assert manifest["labels"]["largest_share"] == pytest.approx(155 / 200)
 
 
-# ---- semdedup through the shared k-means ---------------------------------------------------------
-
-def test_semdedup_selects_the_same_keys_whatever_the_row_order():
-    V, T, labels, Z = sh.clustered(900, 16, 6, seed=2)
-    e = sh.embedding_set(V, T, labels, Z)
-    perm = np.random.default_rng(0).permutation(900)
-    f = sh.embedding_set(V[perm], T[perm], labels[perm], Z, keys=np.asarray(e.keys)[perm])
-    sel = make_selector("semdedup", clusters=5)
-    a = np.asarray(e.keys)[sel.select(e, 300).indices]
-    b = np.asarray(f.keys)[sel.select(f, 300).indices]
-    assert list(a) == list(b)
-
-
 # ---- clipcov embed --classes kmeans, end to end with a real tiny open_clip model ----------------
-
-def _cli(*args) -> int:
-    from clipcov_cli.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
 
 def _labels_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "labels").iterdir())}
@@ -243,11 +239,11 @@ def tiny(tmp_path_factory):
     return {"root": root, "args": args, "classes": classes, "templates": templates}
 
 
-def test_embed_kmeans_end_to_end_resume_and_relabel(tiny, tmp_path, capsys):
+def test_embed_kmeans_end_to_end_resume_and_relabel(cli, tiny, tmp_path):
     out = tmp_path / "emb"
-    assert _cli(*tiny["args"], "--classes", "kmeans:3", "--out", out) == 0
-    err = capsys.readouterr().err
-    assert "k-means: 3 clusters" in err and "classes used" in err
+    r = cli(*tiny["args"], "--classes", "kmeans:3", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "k-means: 3 clusters" in r.stderr and "classes used" in r.stderr
     m = json.loads((out / "clipcov.json").read_text())
     assert m["complete"] and not m["labels_pending"]
     g = m["grouping"]
@@ -260,29 +256,28 @@ def test_embed_kmeans_end_to_end_resume_and_relabel(tiny, tmp_path, capsys):
         lab = pq.read_table(out / "labels" / f"labels_{part}.parquet")
         np.testing.assert_array_equal(lab["pseudo_label"].to_numpy(), (img @ C.T).argmax(1))
     # the same command again: nothing to do
-    assert _cli(*tiny["args"], "--classes", "kmeans:3", "--out", out) == 0
-    assert "already complete" in capsys.readouterr().err
+    r = cli(*tiny["args"], "--classes", "kmeans:3", "--out", out)
+    assert r.returncode == 0 and "already complete" in r.stderr
     # killed while clustering (parts done, labels not): the re-run makes the same labels
     import shutil
 
     shutil.rmtree(out / "labels")
     (out / "clipcov.json").write_text(json.dumps({**m, "labels_pending": True, "complete": False}))
-    assert _cli(*tiny["args"], "--classes", "kmeans:3", "--out", out) == 0
+    assert cli(*tiny["args"], "--classes", "kmeans:3", "--out", out).returncode == 0
     assert _labels_bytes(out) == first
     # to a vocabulary and back to k-means with --relabel: the same k-means labels again
-    assert _cli("embed", "--relabel", "--classes", tiny["classes"], "--templates", tiny["templates"], out) == 0
+    assert cli("embed", "--relabel", "--classes", tiny["classes"], "--templates", tiny["templates"], out).returncode == 0
     assert json.loads((out / "clipcov.json").read_text())["grouping"] == {"kind": "vocabulary", "k": 8}
-    assert _cli("embed", "--relabel", "--classes", "kmeans:3", out) == 0
+    assert cli("embed", "--relabel", "--classes", "kmeans:3", out).returncode == 0
     assert _labels_bytes(out) == first
     assert json.loads((out / "clipcov.json").read_text())["grouping"] == g
 
 
-def test_embed_kmeans_default_k_and_bad_k(tiny, tmp_path, capsys):
+def test_embed_kmeans_default_k_and_bad_k(cli, tiny, tmp_path):
     out = tmp_path / "emb"
-    assert _cli(*tiny["args"], "--classes", "kmeans", "--seed", "3", "--out", out) == 0
+    assert cli(*tiny["args"], "--classes", "kmeans", "--seed", "3", "--out", out).returncode == 0
     g = json.loads((out / "clipcov.json").read_text())["grouping"]
     assert (g["k"], g["k_asked"], g["seed"]) == (10, "auto", 3)  # 36 rows: n/1000 clamped up to 10
-    capsys.readouterr()
-    assert _cli("embed", "--relabel", "--classes", "kmeans:99", out) == 2
-    err = capsys.readouterr().err
-    assert "error: --classes kmeans:99 needs at least 99 rows" in err and "Traceback" not in err
+    r = cli("embed", "--relabel", "--classes", "kmeans:99", out)
+    assert r.returncode == 2
+    assert "error: --classes kmeans:99 needs at least 99 rows" in r.stderr and "Traceback" not in r.stderr

@@ -69,3 +69,27 @@ def test_semdedup_drops_planted_duplicates_first():
         assert (i in kept) != (150 + i in kept)
     X = np.eye(3)[[0, 1, 0, 2]].astype(np.float32)
     assert max_cosine_to_earlier(X).tolist() == [-np.inf, 0.0, 1.0, 0.0]
+
+
+def test_random_draws_are_the_documented_keyed_hash():
+    """``utils/keyed.py`` as docs/method.md gives it, one key at a time in Python integers: FNV-1a over
+    the code points, the length mixed in, SplitMix64; the draw mixes in the seed and stream."""
+    from clipcov_cli.utils.keyed import key_hashes, keyed_draws
+
+    M = 2**64
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % M
+        return z ^ (z >> 31)
+
+    keys = np.array(["000000017", "k5", "", "caf\u00e9", "a" * 20])
+    want = []
+    for k in keys:
+        h = 0xCBF29CE484222325
+        for ch in k:
+            h = ((h ^ ord(ch)) * 0x100000001B3) % M
+        want.append(mix(h ^ len(k)))
+    assert key_hashes(keys).tolist() == want
+    salt = mix((mix(3) + 0x9E3779B97F4A7C15 * 2) % M)  # seed 3, stream 1
+    assert keyed_draws(key_hashes(keys), 3, stream=1).tolist() == [mix(h ^ salt) for h in want]

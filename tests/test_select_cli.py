@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cli_helpers import run_subprocess as clipcov
 from tests.select_helpers import clustered, write_embeddings_folder
 
 METHODS = ["clipcov", "random", "clip-score", "semdedup", "negclip-loss"]
@@ -25,8 +24,8 @@ def emb_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_writes_contract_3(emb_dir, tmp_path, method):
-    r = clipcov("select", emb_dir, "--budget", "10%", "--method", method, "--out", tmp_path / "s", "--print-keys")
+def test_each_method_writes_contract_3(cli, emb_dir, tmp_path, method):
+    r = cli("select", emb_dir, "--budget", "10%", "--method", method, "--out", tmp_path / "s", "--print-keys")
     assert r.returncode == 0, r.stderr
     keys = r.stdout.splitlines()
     assert len(keys) == 40 == len(set(keys))
@@ -44,10 +43,10 @@ def test_each_method_writes_contract_3(emb_dir, tmp_path, method):
         assert (np.diff(t["gain"]) <= 0).all()  # tau >= 0: gains only fall
 
 
-def test_dataset_folder_input_and_count_budgets(emb_dir, tmp_path):
-    r = clipcov("select", emb_dir.parent, "--budget", "25", "--method", "random", "--out", tmp_path / "s", "--print-keys")
+def test_dataset_folder_input_and_count_budgets(cli, emb_dir, tmp_path):
+    r = cli("select", emb_dir.parent, "--budget", "25", "--method", "random", "--out", tmp_path / "s", "--print-keys")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 25
-    r = clipcov("select", emb_dir, "--budget", "10%", "--dry-run")
+    r = cli("select", emb_dir, "--budget", "10%", "--dry-run")
     assert r.returncode == 0 and r.stdout == "" and "40" in r.stderr and "class" in r.stderr
 
 
@@ -58,8 +57,8 @@ def test_dataset_folder_input_and_count_budgets(emb_dir, tmp_path):
     (["--budget", "10%", "--method", "magic"], "unknown --method 'magic'"),
     (["--budget", "10%", "--engine", "spark"], "unknown --engine"),
 ])
-def test_bad_arguments(emb_dir, tmp_path, args, msg):
-    r = clipcov("select", emb_dir, "--out", tmp_path / "s", *args)
+def test_bad_arguments(cli, emb_dir, tmp_path, args, msg):
+    r = cli("select", emb_dir, "--out", tmp_path / "s", *args)
     assert r.returncode == 2 and msg in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
@@ -69,15 +68,15 @@ def test_bad_arguments(emb_dir, tmp_path, args, msg):
     ("random", ["--alpha", "1", "--batch-size", "8"], "--alpha, --batch-size"),
     ("semdedup", ["--temperature", "0.1"], "--temperature"),
 ])
-def test_another_methods_options_are_refused(emb_dir, tmp_path, method, args, flags):
+def test_another_methods_options_are_refused(cli, emb_dir, tmp_path, method, args, flags):
     """A method validates its own options: another method's are a one-line error, not silently dropped."""
-    r = clipcov("select", emb_dir, "--out", tmp_path / "s", "--budget", "10%", "--method", method, *args)
+    r = cli("select", emb_dir, "--out", tmp_path / "s", "--budget", "10%", "--method", method, *args)
     assert r.returncode == 2 and f"error: {flags}: not an option of --method {method}" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
-def test_a_methods_own_options_and_defaults_are_accepted(emb_dir, tmp_path):
-    r = clipcov("select", emb_dir, "--out", tmp_path / "s", "--budget", "10%", "--method", "negclip-loss",
+def test_a_methods_own_options_and_defaults_are_accepted(cli, emb_dir, tmp_path):
+    r = cli("select", emb_dir, "--out", tmp_path / "s", "--budget", "10%", "--method", "negclip-loss",
                 "--batch-size", "64", "--seed", "2")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "s" / "manifest.json").read_text())["params"]["batch"] == 64
@@ -96,6 +95,17 @@ def test_a_baseline_imports_neither_numba_nor_the_clipcov_kernel(emb_dir, tmp_pa
     assert (tmp_path / "s" / "selection.parquet").exists()
 
 
+def test_the_method_choices_are_the_registrys_and_list_without_loading_a_method():
+    """`--method`'s choices come from the registry itself; reading them (as --help does) imports no
+    method module and not numpy."""
+    code = ("import sys\nfrom clipcov_cli.commands import options\nfrom clipcov_cli.select import methods\n"
+            "print(options.METHODS == tuple(methods.METHODS), sorted(m for m in sys.modules if m == 'numpy' or "
+            "m.startswith('clipcov_cli.select.') and m != 'clipcov_cli.select.methods'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "[]"], r.stdout
+
+
 def _folder(tmp_path, n=50, **kw):
     V, T, labels, Z = clustered(n, 8, 3, seed=1, spread=1.0)
     keys = np.array([f"{i:09d}" for i in range(n)])
@@ -103,48 +113,48 @@ def _folder(tmp_path, n=50, **kw):
     return V, T, keys, labels, sim
 
 
-def test_mismatched_rows_duplicate_keys_missing_labels(tmp_path):
+def test_mismatched_rows_duplicate_keys_missing_labels(cli, tmp_path):
     V, T, keys, labels, sim = _folder(tmp_path)
     bad = write_embeddings_folder(tmp_path / "rows", V, T, keys, labels, sim, parts=2)
     np.save(bad / "text_emb" / "text_emb_00001.npy", T[25:49])
-    r = clipcov("select", bad, "--budget", "5", "--out", tmp_path / "o")
+    r = cli("select", bad, "--budget", "5", "--out", tmp_path / "o")
     assert r.returncode == 2 and "row counts differ" in r.stderr and not (tmp_path / "o").exists()
     dup = write_embeddings_folder(tmp_path / "dup", V, T, np.array(["k"] * 50), labels, sim)
-    r = clipcov("select", dup, "--budget", "5", "--out", tmp_path / "o")
+    r = cli("select", dup, "--budget", "5", "--out", tmp_path / "o")
     assert r.returncode == 2 and "duplicate keys" in r.stderr
     cr = write_embeddings_folder(tmp_path / "cr", V, T, keys, parts=1, meta=False)  # clip-retrieval layout
-    r = clipcov("select", cr, "--budget", "5", "--out", tmp_path / "o")
+    r = cli("select", cr, "--budget", "5", "--out", tmp_path / "o")
     assert r.returncode == 2 and "clipcov embed --relabel" in r.stderr
-    r = clipcov("select", cr, "--budget", "5", "--method", "clip-score", "--out", tmp_path / "o")
+    r = cli("select", cr, "--budget", "5", "--method", "clip-score", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
 
 
-def test_nan_and_zero_rows_are_excluded_and_counted(tmp_path):
+def test_nan_and_zero_rows_are_excluded_and_counted(cli, tmp_path):
     V, T, keys, labels, sim = _folder(tmp_path)
     V = V.copy()
     V[3] = np.nan
     T[7] = 0
     d = write_embeddings_folder(tmp_path / "e", V, T, keys, labels, sim)
-    r = clipcov("select", d, "--budget", "48", "--out", tmp_path / "o", "--print-keys")
+    r = cli("select", d, "--budget", "48", "--out", tmp_path / "o", "--print-keys")
     assert r.returncode == 0, r.stderr
     assert set(r.stdout.split()) == set(keys) - {keys[3], keys[7]}
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["excluded"] == {"nan": 1, "zero_norm": 1, "off_norm": 0}
-    r = clipcov("select", d, "--budget", "49", "--out", tmp_path / "o2")
+    r = cli("select", d, "--budget", "49", "--out", tmp_path / "o2")
     assert r.returncode == 2 and "larger than the corpus" in r.stderr
 
 
-def test_existing_out_needs_overwrite(emb_dir, tmp_path):
+def test_existing_out_needs_overwrite(cli, emb_dir, tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "keep.txt").write_text("x")
-    r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s")
+    r = cli("select", emb_dir, "--budget", "5", "--out", tmp_path / "s")
     assert r.returncode == 2 and "--overwrite" in r.stderr and (tmp_path / "s" / "keep.txt").exists()
-    r = clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite")
+    r = cli("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite")
     assert r.returncode == 2 and "--overwrite refused" in r.stderr  # not select's folder: never deleted
     assert (tmp_path / "s" / "keep.txt").exists() and not (tmp_path / "s" / "selection.parquet").exists()
     (tmp_path / "s" / "keep.txt").unlink()
-    assert clipcov("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite").returncode == 0
-    r = clipcov("select", emb_dir, "--budget", "6", "--out", tmp_path / "s", "--overwrite")
+    assert cli("select", emb_dir, "--budget", "5", "--out", tmp_path / "s", "--overwrite").returncode == 0
+    r = cli("select", emb_dir, "--budget", "6", "--out", tmp_path / "s", "--overwrite")
     assert r.returncode == 0 and json.loads((tmp_path / "s" / "manifest.json").read_text())["budget"]["met"] == 6
 
 
@@ -178,8 +188,8 @@ def _select_with_copy(emb_dir, tmp_path, out, patch: str = "") -> subprocess.Com
                           env={**__import__("os").environ, "TMPDIR": str(tmp_path), "CLIPCOV_SELECT_PROFILE": "1"})
 
 
-def test_the_class_major_copy_is_removed_while_the_output_is_written(emb_dir, tmp_path):
-    plain = clipcov("select", emb_dir, "--budget", "10%", "--out", tmp_path / "plain", "--print-keys")
+def test_the_class_major_copy_is_removed_while_the_output_is_written(cli, emb_dir, tmp_path):
+    plain = cli("select", emb_dir, "--budget", "10%", "--out", tmp_path / "plain", "--print-keys")
     # the copy must still be there when the method returns, and gone once the command ends
     seen = tmp_path / "seen.txt"
     patch = ("import glob, os; from clipcov_cli.select.methods import clipcov as m; _s = m.ClipCovSelector.select; "
@@ -217,18 +227,18 @@ def _with_open_files(soft: int, hard: int):
 
 
 @pytest.mark.parametrize("method", ["clipcov", "random"])
-def test_many_parts_raise_the_open_file_limit(many_parts, tmp_path, method):
+def test_many_parts_raise_the_open_file_limit(cli, many_parts, tmp_path, method):
     # 60 parts, each memory-mapped (twice for ClipCov's pass): more than a soft limit of 100 allows
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "select", str(many_parts), "--budget", "10%",
-                        "--method", method, "--out", str(tmp_path / "o"), "--print-keys"],
+    r = subprocess.run(cli.argv("select", many_parts, "--budget", "10%", "--method", method, "--out", tmp_path / "o",
+                                "--print-keys"),
                        capture_output=True, text=True, timeout=300, preexec_fn=_with_open_files(100, 4096))
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 60
 
 
-def test_a_hard_open_file_limit_too_low_is_a_one_line_error(many_parts, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "select", str(many_parts), "--budget", "10%",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
+def test_a_hard_open_file_limit_too_low_is_a_one_line_error(cli, many_parts, tmp_path):
+    r = subprocess.run(cli.argv("select", many_parts, "--budget", "10%", "--out", tmp_path / "o"),
+                       capture_output=True, text=True, timeout=300,
                        preexec_fn=_with_open_files(100, 100))
     assert r.returncode == 2 and "open files" in r.stderr and "ulimit -n" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -220,7 +220,7 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
     """The scan's class-major copy (a temporary file, for corpora larger than memory; its chunks read
     into reused buffers) and reading the parts directly (float16 parts: through their memory maps)
     give the same rows, sums and flags; float32 parts are rounded to float16."""
-    from clipcov_cli.select.clipcov.scan import NpyPart, group_from_parts
+    from clipcov_cli.select.clipcov.scan import ClassMajorFile, MappedParts, NpyPart, group_from_parts
     from tests.select_helpers import write_embeddings_folder
 
     V, T, labels, Z = clustered(500, 8, 5, seed=4, spread=1.0)
@@ -235,7 +235,7 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
     copied = group_from_parts(parts, labels, 5, workers=2, copy=True, tmpdir=str(tmp_path))
     try:
         assert (len(_mapped_parts(direct)) > 0) == (dtype == np.float16)
-        assert copied.path is not None and direct.path is None
+        assert isinstance(copied.source, ClassMajorFile) and isinstance(direct.source, MappedParts)
         assert direct.nan == copied.nan == 1 and np.array_equal(direct.valid, copied.valid)
         assert np.array_equal(direct.sum_v, copied.sum_v) and np.array_equal(direct.sum_t, copied.sum_t)
         for k in range(5):
@@ -245,12 +245,12 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
             assert np.array_equal(a[0], V[rows].astype(np.float16).view(np.uint16))
     finally:
         copied.cleanup()
-        direct.close_maps()
+        direct.close()
     assert not any(tmp_path.glob("clipcov-select-*"))
 
 
 def _mapped_parts(grouped) -> list:
-    return grouped.maps.mapped()
+    return grouped.source.maps.mapped()
 
 
 def test_parts_are_named_by_absolute_path(tmp_path, monkeypatch):
@@ -368,14 +368,14 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
     try:
         assert copies_seen == [1, 1, 1]
         g, h = copied.prepared, direct.prepared
-        assert g.path is not None and h.path is None
+        assert isinstance(g.source, scan.ClassMajorFile) and isinstance(h.source, scan.MappedParts)
         assert np.array_equal(copied.keys, direct.keys) and np.array_equal(g.order, h.order)
         for k in range(4):
             assert all(np.array_equal(a, b) for a, b in zip(g.block(k), h.block(k)))
     finally:
         for item in keep:
             item.cleanup()
-        direct.prepared.close_maps()  # the direct read's blocks mapped the parts again
+        direct.prepared.close()  # the direct read's blocks mapped the parts again
     assert not list((tmp_path / "t").iterdir())
 
 

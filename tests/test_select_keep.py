@@ -10,8 +10,6 @@ import pytest
 
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 from clipcov_cli.select.methods import ClipCovSelector, make_selector
-from tests.cli_helpers import run_inproc
-from tests.cli_helpers import run_subprocess as clipcov
 from tests.select_helpers import clustered, embedding_set, write_embeddings_folder
 
 
@@ -83,36 +81,34 @@ def emb_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["clipcov", "random"])
-def test_cli_keep_from_file_and_stdin(emb_dir, tmp_path, method):
+def test_cli_keep_from_file_and_stdin(cli, emb_dir, tmp_path, method):
     must = ["000000007", "000000150", "000000299"]
     (tmp_path / "must.txt").write_text("\n".join(must) + "\n")
-    r = clipcov("select", emb_dir, "-b", "30", "--method", method, "--keep", tmp_path / "must.txt", "-o", tmp_path / "a",
+    r = cli("select", emb_dir, "-b", "30", "--method", method, "--keep", tmp_path / "must.txt", "-o", tmp_path / "a",
                 "--print-keys")
     assert r.returncode == 0, r.stderr
     keys = r.stdout.splitlines()
     assert len(keys) == 30 == len(set(keys)) and sorted(keys[:3]) == must
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["keep"] == {"source": str((tmp_path / "must.txt").resolve()), "count": 3}
-    r2 = clipcov("select", emb_dir, "-b", "30", "--method", method, "--keep", "-", "-o", tmp_path / "b", "--print-keys",
+    r2 = cli("select", emb_dir, "-b", "30", "--method", method, "--keep", "-", "-o", tmp_path / "b", "--print-keys",
                  input="\n".join(reversed(must)) + "\n")
     assert r2.returncode == 0, r2.stderr
     assert r2.stdout == r.stdout  # the order of the kept keys in the file does not matter
     assert pq.read_table(tmp_path / "b" / "selection.parquet").column("key").to_pylist() == keys
 
 
-def inproc(capsys, *args):
-    """The command in this interpreter (fast: for the error cases); returns (exit code, stderr)."""
-    r = run_inproc(capsys, *args)
-    return r.returncode, r.stderr
+def test_cli_keep_errors(cli, emb_dir, tmp_path):
+    def inproc(*args):
+        r = cli(*args)
+        return r.returncode, r.stderr
 
-
-def test_cli_keep_errors(emb_dir, tmp_path, capsys):
     (tmp_path / "bad.txt").write_text("000000001\nnot-a-key\nalso-not\n")
-    code, err = inproc(capsys, "select", emb_dir, "-b", "30", "--keep", tmp_path / "bad.txt", "-o", tmp_path / "x")
+    code, err = inproc("select", emb_dir, "-b", "30", "--keep", tmp_path / "bad.txt", "-o", tmp_path / "x")
     assert code == 2 and "2 --keep key(s) are not in the embeddings: not-a-key, also-not" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
     (tmp_path / "many.txt").write_text("".join(f"{i:09d}\n" for i in range(40)))
-    code, err = inproc(capsys, "select", emb_dir, "-b", "30", "--keep", tmp_path / "many.txt", "-o", tmp_path / "x")
+    code, err = inproc("select", emb_dir, "-b", "30", "--keep", tmp_path / "many.txt", "-o", tmp_path / "x")
     assert code == 2 and "more than the budget" in err
-    code, err = inproc(capsys, "select", emb_dir, "-b", "30", "--keep", tmp_path / "none.txt", "-o", tmp_path / "x")
+    code, err = inproc("select", emb_dir, "-b", "30", "--keep", tmp_path / "none.txt", "-o", tmp_path / "x")
     assert code == 2 and "no such file" in err

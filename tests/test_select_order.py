@@ -115,3 +115,15 @@ def test_seeded_draws_go_by_key_not_position(method):
                       if k in set(keys[half].tolist())]
         assert kept_sub == set(order_full[:100])
         assert kept_full != keys[make_selector(method, seed=6).select(full, 200).indices].tolist()
+
+
+def test_semdedup_selects_the_same_keys_whatever_the_row_order():
+    """Its k-means trains on the rows in canonical key order (utils/kmeans.py): the same clusters."""
+    V, T, labels, Z = clustered(900, 16, 6, seed=2)
+    e = embedding_set(V, T, labels, Z)
+    perm = np.random.default_rng(0).permutation(900)
+    f = embedding_set(V[perm], T[perm], labels[perm], Z, keys=np.asarray(e.keys)[perm])
+    sel = make_selector("semdedup", clusters=5)
+    a = np.asarray(e.keys)[sel.select(e, 300).indices]
+    b = np.asarray(f.keys)[sel.select(f, 300).indices]
+    assert list(a) == list(b)

@@ -10,9 +10,6 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from clipcov_cli.cli import app  # noqa: E402
 from tests.select_helpers import clustered, write_embeddings_folder  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -37,9 +34,9 @@ def emb_dir(tmp_path_factory):
     return write_embeddings_folder(tmp_path_factory.mktemp("e") / "embeddings", V, T, keys, labels, sim, parts=3)
 
 
-def _select(emb_dir, out, *args):
-    r = CliRunner().invoke(app, ["select", str(emb_dir), "--out", str(out), *map(str, args)])
-    assert r.exit_code == 0, r.output
+def _select(cli, emb_dir, out, *args):
+    r = cli("select", emb_dir, "--out", out, *args)
+    assert r.returncode == 0, r.stderr
     table = pq.read_table(out / "selection.parquet")
     manifest = json.loads((out / "manifest.json").read_text())
     return table, {k: v for k, v in manifest.items() if k not in TIMING_FIELDS}
@@ -50,9 +47,9 @@ def _select(emb_dir, out, *args):
     ("--budget", "300", "--tau", "0.2", "--r-mode", "mean"),  # thresholding on most pairs
     ("--budget", "15", "--method", "clip-score"),  # a baseline: runs locally, same output
 ])
-def test_ray_engine_writes_the_same_files_as_local(emb_dir, tmp_path, args):
-    local_t, local_m = _select(emb_dir, tmp_path / "local", *args, "--engine", "local", "--threads", "2")
-    ray_t, ray_m = _select(emb_dir, tmp_path / "ray", *args, "--engine", "ray")
+def test_ray_engine_writes_the_same_files_as_local(cli, emb_dir, tmp_path, args):
+    local_t, local_m = _select(cli, emb_dir, tmp_path / "local", *args, "--engine", "local", "--threads", "2")
+    ray_t, ray_m = _select(cli, emb_dir, tmp_path / "ray", *args, "--engine", "ray")
     assert local_t.num_rows == {"20%": 179, "300": 300, "15": 15}[args[1]]
     assert ray_t.equals(local_t)  # same keys, order, gains and terms, bit for bit
     assert ray_m == local_m
@@ -73,7 +70,7 @@ def test_ray_units_read_rows_from_the_parts(emb_dir):
         k = int(np.argmax(np.diff(g.starts)))
         rows = np.sort(g.order[g.starts[k]: g.starts[k + 1]])
         rows = rows[emb.valid[rows]]
-        source = PartsSource(g.parts, rows)
+        source = PartsSource(g.source.parts, rows)
         U, W = pickle.loads(pickle.dumps(source)).load()
         keep_mask = emb.valid[g.order[g.starts[k]: g.starts[k + 1]]]
         GU, GW = g.block(k)
@@ -84,10 +81,10 @@ def test_ray_units_read_rows_from_the_parts(emb_dir):
             t.cleanup()
 
 
-def test_ray_engine_keep_equals_local(emb_dir, tmp_path):
+def test_ray_engine_keep_equals_local(cli, emb_dir, tmp_path):
     keep = tmp_path / "keep.txt"
     keep.write_text("000000400\n000000003\n000000899\n")
-    local_t, local_m = _select(emb_dir, tmp_path / "local", "--budget", "100", "--keep", keep, "--engine", "local")
-    ray_t, ray_m = _select(emb_dir, tmp_path / "ray", "--budget", "100", "--keep", keep, "--engine", "ray")
+    local_t, local_m = _select(cli, emb_dir, tmp_path / "local", "--budget", "100", "--keep", keep, "--engine", "local")
+    ray_t, ray_m = _select(cli, emb_dir, tmp_path / "ray", "--budget", "100", "--keep", keep, "--engine", "ray")
     assert sorted(local_t.column("key").to_pylist()[:3]) == ["000000003", "000000400", "000000899"]
     assert ray_t.equals(local_t) and ray_m == local_m

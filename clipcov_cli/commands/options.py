@@ -3,7 +3,8 @@
 - The closed sets of option values, used as ``Literal[...]`` annotations (Typer makes them click
   choices): listed in --help, completed by the shell
   (`clipcov --install-completion`), refused with the list when mistyped. Literal here so that --help
-  does not import the libraries (tests check that each equals the library's own set).
+  does not import the libraries (tests check that each equals the library's own set); the methods
+  are the registry's own names (``select/methods/__init__.py`` imports no method).
 - :func:`renamed`: a flag renamed for one meaning per name across commands keeps its old name,
   hidden, for one release, with a warning."""
 
@@ -13,7 +14,9 @@ import re
 
 import typer
 
-METHODS = ("clipcov", "random", "clip-score", "semdedup", "negclip-loss")  # select.methods.METHODS
+from clipcov_cli.select.methods import METHODS as _METHOD_REGISTRY
+
+METHODS = tuple(_METHOD_REGISTRY)  # the registry's names (importing it loads no method)
 R_MODES = ("auto", "exact", "mean")  # select.methods.clipcov.R_MODES
 ENGINES = ("local", "ray")  # distribute.base.ENGINES
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")  # embed.model.PRECISIONS

@@ -30,7 +30,7 @@ FLAGS = {"batch": "--batch-size"}
 class PreparedRows(Protocol):
     """What a method's ``prepare`` hook made of the rows (ClipCov: ``GroupedRows``): the rows it
     found usable and the counts of the excluded ones; ``cleanup()`` drops its temporary files and
-    maps (the reader hands it to the caller's owner list)."""
+    maps (the reader hands it to the caller's owner list, its one owner: the method never closes it)."""
 
     valid: np.ndarray  # (n,) bool
     nan: int

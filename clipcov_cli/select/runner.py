@@ -14,6 +14,7 @@ from clipcov_cli import __version__
 from clipcov_cli.distribute.factory import check_engine
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, RunSettings, Selection
+from clipcov_cli.select.keys import key_order
 from clipcov_cli.select.methods import METHODS, make_selector
 from clipcov_cli.select.profile import process_age, profile
 from clipcov_cli.select.reader import open_embeddings
@@ -200,7 +201,7 @@ def kept_rows(emb: EmbeddingSet, keep: tuple[str, ...], budget: int) -> np.ndarr
         raise ClipcovError(f"{len(invalid)} --keep key(s) have no valid embedding (NaN or zero): {', '.join(invalid[:5])}")
     if len(rows) > budget:
         raise ClipcovError(f"--keep lists {len(rows):,} keys, more than the budget ({budget:,})")
-    return rows[np.argsort(np.asarray(emb.keys)[rows].astype(str), kind="stable")]  # key order, not row order
+    return rows[key_order(np.asarray(emb.keys)[rows])]  # key order, not row order
 
 
 def selected_uids(keys: list[str], embeddings_dir: Path, dataset_dir: str | None) -> list[str]:

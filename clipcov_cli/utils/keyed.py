@@ -1,4 +1,5 @@
-"""Seeded draws by key: a 64-bit hash of each key and, from it, a uniform draw per (seed, stream, key).
+"""Seeded draws by key: a 64-bit hash of each key and, from it, a uniform draw per (seed, stream, key);
+the one FNV-1a / SplitMix64 code of the package (``utils/kmeans.py``'s seeded sample hash is made of it).
 
 Whatever order rows come in, a row's draw is the same: seeded methods (``select --method random``,
 ``negclip-loss``'s batches) and the training order (``pretrain/order.py``) draw by key, never by
@@ -9,14 +10,29 @@ from __future__ import annotations
 import numpy as np
 
 _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
-_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64's finalizer (a bijection of uint64 with full avalanche), elementwise."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def fnv1a(codes: np.ndarray, lengths: np.ndarray, start) -> np.ndarray:
+    """FNV-1a of every row of ``codes`` ((n, width) unsigned: code points or bytes) over its first
+    ``lengths[i]`` entries, from the state ``start`` (FNV's offset basis, or a seeded one): uint64 (n,)."""
+    h = np.full(len(codes), start, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(codes.shape[1]):
+            live = lengths > j
+            if live.all():  # the common case (keys of one length): no masked copies
+                h = (h ^ codes[:, j].astype(np.uint64)) * _FNV_PRIME
+            else:
+                h[live] = (h[live] ^ codes[live, j].astype(np.uint64)) * _FNV_PRIME
+    return h
 
 
 def key_hashes(keys: np.ndarray) -> np.ndarray:
@@ -30,12 +46,7 @@ def key_hashes(keys: np.ndarray) -> np.ndarray:
     width = keys.dtype.itemsize // 4
     codes = np.ascontiguousarray(keys).view(np.uint32).reshape(n, width) if width else np.zeros((n, 0), np.uint32)
     lengths = np.char.str_len(keys) if n else np.zeros(0, np.int64)
-    h = np.full(n, _FNV_OFFSET, np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(width):
-            live = lengths > j
-            h[live] = (h[live] ^ codes[live, j].astype(np.uint64)) * _FNV_PRIME
-        return _mix64(h ^ lengths.astype(np.uint64))
+    return mix64(fnv1a(codes, lengths, FNV_OFFSET) ^ lengths.astype(np.uint64))
 
 
 def keyed_draws(hashes: np.ndarray, seed: int, stream: int = 0) -> np.ndarray:
@@ -43,6 +54,6 @@ def keyed_draws(hashes: np.ndarray, seed: int, stream: int = 0) -> np.ndarray:
     stream, key) only (``hashes`` from :func:`key_hashes`). Sorting by them is a uniform random order."""
     salt = np.array([(int(seed) % 2**64)], np.uint64)
     with np.errstate(over="ignore"):
-        salt = _mix64(_mix64(salt) + _GOLDEN * np.uint64((int(stream) + 1) % 2**64))
-        return _mix64(hashes ^ salt[0])
+        salt = mix64(mix64(salt) + _GOLDEN * np.uint64((int(stream) + 1) % 2**64))
+    return mix64(hashes ^ salt[0])
 

@@ -13,35 +13,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from clipcov_cli.utils.keyed import FNV_OFFSET, fnv1a, mix64
+
 SAMPLE_PER_CENTROID = 256  # faiss' own default cap of training points per centroid
 DEFAULT_ITERATIONS = 20
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every input bit reaches every output bit."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
 
 def key_hashes(keys, seed: int) -> np.ndarray:
-    """A seeded 64-bit hash of each key (FNV-1a over its UTF-8 bytes, then mixed): uint64 (n,)."""
-    raw = np.char.encode(np.asarray(keys, dtype=str), "utf-8")
-    n = len(raw)
-    width = max(raw.dtype.itemsize, 1)
-    codes = np.frombuffer(raw.tobytes(), np.uint8).reshape(n, width) if n else np.zeros((0, 1), np.uint8)
-    lengths = np.char.str_len(raw) if n else np.zeros(0, np.int64)
-    with np.errstate(over="ignore"):
-        h = np.full(n, _FNV_OFFSET ^ _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0], np.uint64)
-        for j in range(width):
-            live = lengths > j
-            h = np.where(live, (h ^ codes[:, j].astype(np.uint64)) * _FNV_PRIME, h)
-        return _mix(h)
+    """A seeded 64-bit hash of each key: uint64 (n,). ``utils/keyed.py``'s FNV-1a and SplitMix64, here
+    over the key's UTF-8 bytes from a seeded state (FNV's offset basis xor the mixed seed), then mixed.
+    Not ``keyed.key_hashes`` + ``keyed_draws`` (code points, the seed mixed in after): that would move
+    every k-means sample, hence the centroids, the labels and semdedup's selections."""
+    keys = np.asarray(keys, dtype=str)
+    n, width = len(keys), keys.dtype.itemsize // 4
+    codes = np.ascontiguousarray(keys).view(np.uint32).reshape(n, width) if n and width else None
+    if codes is not None and codes.max() < 128:  # ASCII: the code points are the UTF-8 bytes (no encoding)
+        lengths = np.char.str_len(keys)
+    else:
+        raw = np.char.encode(keys, "utf-8")
+        width = max(raw.dtype.itemsize, 1)
+        codes = np.frombuffer(raw.tobytes(), np.uint8).reshape(n, width) if n else np.zeros((0, 1), np.uint8)
+        lengths = np.char.str_len(raw) if n else np.zeros(0, np.int64)
+    start = FNV_OFFSET ^ mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    return mix64(fnv1a(codes, lengths, start))
 
 
 def canonical_order(keys, seed: int) -> np.ndarray:

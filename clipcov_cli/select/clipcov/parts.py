@@ -1,8 +1,8 @@
 """Reading the embeddings' .npy parts: by offset into reused buffers (``NpyPart.read_into``,
 ``RowBuffers``), or by row index through memory maps held by one owner (``PartMaps``).
 
-A ``PartMaps`` keeps one read-only map per file for as long as its owner lives (the scan's
-``GroupedRows``, closed by its ``cleanup``/``close_maps``, or one gather), so each page is faulted
+A ``PartMaps`` keeps one read-only map per file for as long as its owner lives (the ``MappedParts``
+row source of the scan's ``GroupedRows``, closed with it, or one gather), so each page is faulted
 in once for the whole selection, not once per class; there are no process-wide maps."""
 
 from __future__ import annotations

@@ -9,18 +9,18 @@ thread's reused buffers (``RowBuffers``), so a CC12M-size corpus never counts in
 memory map would.
 
 A class' rows are then read by the unit that needs them (``GroupedRows.block``, into the worker
-thread's reused buffers unless the class keeps its rows):
-- from the parts themselves (default): a gather through a memory map of each part (``parts.PartMaps``,
-  owned by the ``GroupedRows``: kept open for the selection, closed by its ``close_maps``/``cleanup``)
-  and populated in one call when first mapped (by the scan) — fine while the parts fit in the page
-  cache (their pages then count in resident memory); a Ray task's unit gathers through maps of its
-  own, dropped when its gather returns (without populating);
-- from a class-major copy made during the scan, when the corpus is larger than about half the
-  available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache, not
-  resident memory) so that each class is one contiguous read instead of a gather over the whole
+thread's reused buffers unless the class keeps its rows) from one of three row sources
+(``sources.py``), chosen by ``sources.row_source`` and closed by the ``GroupedRows``' owner:
+- ``MappedParts``, the parts themselves (default): a gather through a memory map of each part
+  (``parts.PartMaps``), populated in one call when first mapped (by the scan) — fine while the parts
+  fit in the page cache (their pages then count in resident memory); a Ray task's unit gathers
+  through maps of its own, dropped when its gather returns (without populating);
+- ``ClassMajorFile``, a class-major copy made during the scan, when the corpus is larger than about
+  half the available memory: rows are copied into a temporary file with ``os.pwrite`` (page cache,
+  not resident memory) so that each class is one contiguous read instead of a gather over the whole
   corpus from disk;
-- from a caller's in-memory (or memory-mapped) arrays, by example index (``group_from_arrays``: no
-  copy is made).
+- ``ArrayRows``, a caller's in-memory (or memory-mapped) arrays, by example index
+  (``group_from_arrays``: no copy is made).
 """
 
 from __future__ import annotations
@@ -28,78 +28,23 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from clipcov_cli.select.clipcov.parts import BUFFER_MAX_ROWS, NpyPart, PartMaps, RowBuffers, gather_parts
-from clipcov_cli.select.clipcov.parts import pread_into as _pread_into
 from clipcov_cli.select.clipcov.rows import F16_TO_F32, NORM_TOLERANCE, _scan_rows, as_f16_bits, to_float32
 from clipcov_cli.select.clipcov.rows import class_positions as _class_positions
 from clipcov_cli.select.clipcov.rows import scan_chunk as _scan_chunk
+from clipcov_cli.select.clipcov.sources import ArrayRows, ClassMajorFile, GroupedRows, MappedParts, row_source
 from clipcov_cli.utils.disk import out_of_space, require_free_space
 
-__all__ = ["BUFFER_MAX_ROWS", "F16_TO_F32", "NORM_TOLERANCE", "GROUP_WHEN_OVER", "GroupedRows", "NpyPart", "PartMaps",
-           "PartsScan", "RowBuffers", "_scan_rows", "as_f16_bits", "available_memory", "gather_parts",
+__all__ = ["ArrayRows", "BUFFER_MAX_ROWS", "ClassMajorFile", "F16_TO_F32", "NORM_TOLERANCE", "GROUP_WHEN_OVER",
+           "GroupedRows", "MappedParts", "NpyPart", "PartMaps", "PartsScan", "RowBuffers", "_scan_rows", "as_f16_bits", "available_memory", "gather_parts",
            "group_from_arrays", "group_from_parts", "to_float32"]
 
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15
-
-
-@dataclass(frozen=True)
-class GroupedRows:
-    """The corpus' rows in class-major order (float16 bit patterns), with the corpus sums; not changed
-    once made (``cleanup()`` only removes its temporary file and maps, and may be called again)."""
-
-    order: np.ndarray  # (n,) example index of each grouped position
-    starts: np.ndarray  # (K + 1,) class k occupies [starts[k], starts[k+1])
-    valid: np.ndarray  # (n,) by example index
-    sum_v: np.ndarray
-    sum_t: np.ndarray
-    nan: int
-    zero: int
-    d: int
-    off_norm: int = 0  # rows whose norm is off 1 (excluded, as NaN and zero-norm rows)
-    img: np.ndarray | None = None  # (n, d) uint16 by example index, in memory (a caller's arrays)
-    txt: np.ndarray | None = None
-    path: str | None = None  # else: a file holding img then txt blocks, each (n, d) uint16
-    parts: tuple = ()  # ((NpyPart img, NpyPart txt, first row), ...): the source, for remote workers
-    maps: PartMaps | None = field(default=None, repr=False)  # the parts' memory maps (rows read from the parts)
-    _tmp: object = field(default=None, repr=False)
-
-    def block(self, k: int, keep: np.ndarray | None = None,
-              buffers: RowBuffers | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Class k's rows (uint16 bit patterns), ascending example index: all of them, or those where
-        ``keep`` (a mask over the class' rows) is set; read into ``buffers`` if given."""
-        s, e = int(self.starts[k]), int(self.starts[k + 1])
-        rows = self.order[s:e] if keep is None else self.order[s:e][keep]  # ascending within a class
-        if self.img is not None:
-            return np.take(self.img, rows, axis=0), np.take(self.txt, rows, axis=0)
-        U, W = (buffers or RowBuffers(0)).get(len(rows), self.d)
-        if self.path is None:
-            gather_parts(self.parts, rows, populate=True, out=(U, W), maps=self.maps)  # scan: parts are mapped
-            return U, W
-        n, row = len(self.order), self.d * 2
-        if keep is None or keep.all():  # the block, one contiguous read per modality
-            _pread_into(self.path, s * row, U)
-            _pread_into(self.path, (n + s) * row, W)
-            return U, W
-        for out, base in ((U, s), (W, n + s)):
-            whole = np.fromfile(self.path, np.uint16, count=(e - s) * self.d, offset=base * row)
-            out[:] = whole.reshape(e - s, self.d)[keep]
-        return U, W
-
-    def close_maps(self) -> None:
-        """Drop the parts' memory maps (a later ``block`` maps them again)."""
-        if self.maps is not None:
-            self.maps.close()
-
-    def cleanup(self) -> None:
-        self.close_maps()
-        if self._tmp is not None:
-            self._tmp.cleanup()  # a TemporaryDirectory: a second call does nothing
 
 
 class _Sink:
@@ -172,7 +117,7 @@ class PartsScan:
         self.mapped = map_parts and not self.copy and not large and all(
             np.dtype(pi.dtype) == np.float16 and np.dtype(pt.dtype) == np.float16 for pi, pt, _ in self.parts)
         self.valid = np.empty(self.n, bool)
-        self.maps = None if self.copy else PartMaps()  # the rows are read from the parts: the GroupedRows owns these
+        self.maps = None if self.copy else PartMaps()  # the rows are read from the parts: handed to their MappedParts source
         self._buffers = RowBuffers(CHUNK_ROWS)
         self._sink: _Sink | None = None
         self._dest: np.ndarray | None = None  # class-major position of each row, and class starts
@@ -221,9 +166,8 @@ class PartsScan:
         finally:
             self.cancel()
             self._dest = self._starts = self._buffers = None  # not needed any more (the read buffers, positions)
-        grouped = _finish([r for r in results if r is not None], dest, starts, self.valid, self.d, self.parts,
-                          self._sink)
-        return replace(grouped, maps=self.maps)
+        source = row_source(self.parts, copy=self._sink, maps=self.maps)
+        return _finish([r for r in results if r is not None], dest, starts, self.valid, self.d, source)
 
     def cancel(self) -> None:
         """Stop the background pass (chunks under way finish); close the copy."""
@@ -280,7 +224,7 @@ def group_from_arrays(img: np.ndarray, txt: np.ndarray, labels: np.ndarray, num_
         return _scan_chunk(U_all[s:e], W_all[s:e], valid[s:e])
 
     results = _run(work, [(s, min(n, s + CHUNK_ROWS)) for s in range(0, n, CHUNK_ROWS)], workers)
-    return replace(_finish(results, dest, starts, valid, d, (), None), img=U_all, txt=W_all)
+    return _finish(results, dest, starts, valid, d, row_source(arrays=(U_all, W_all)))
 
 
 def _run(fn, items: list, workers: int) -> list:
@@ -290,7 +234,7 @@ def _run(fn, items: list, workers: int) -> list:
     return [fn(it) for it in items]
 
 
-def _finish(results: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
+def _finish(results: list, dest, starts, valid, d, source) -> GroupedRows:
     """Add up the chunks' sums (sums of float16 values in float64 are exact: order does not matter)."""
     sum_v, sum_t = np.zeros(d), np.zeros(d)
     nan = zero = off = 0
@@ -302,6 +246,6 @@ def _finish(results: list, dest, starts, valid, d, parts, sink) -> GroupedRows:
         off += c
     order = np.empty(len(dest), np.int64)
     order[dest] = np.arange(len(dest), dtype=np.int64)
-    return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d, off_norm=off,
-                       path=sink.path if sink else None, parts=tuple(parts), _tmp=sink.tmp if sink else None)
+    return GroupedRows(order=order, starts=starts, valid=valid, sum_v=sum_v, sum_t=sum_t, nan=nan, zero=zero, d=d,
+                       source=source, off_norm=off)
 

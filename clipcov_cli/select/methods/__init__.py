@@ -2,16 +2,20 @@
 
 The registry maps each ``--method`` name to the module and class that implement it; a method's
 module is imported only when the method is used, so ``select --method random`` never imports
-ClipCov's compiled kernel (numba, scipy, torch). Adding a method: one module under ``methods/``
-and one line here (see docs/architecture.md).
+ClipCov's compiled kernel (numba, scipy, torch), and importing the registry imports no method (nor
+numpy): ``--help`` lists ``METHODS`` from here. Adding a method: one module under ``methods/`` and one
+line here (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from clipcov_cli.errors import ClipcovError
-from clipcov_cli.select.base import RunSettings, Selector
+
+if TYPE_CHECKING:  # the registry itself imports nothing heavy: commands/options.py reads METHODS for --help
+    from clipcov_cli.select.base import RunSettings, Selector
 
 # --method name -> "module:Class" (in --help order: ClipCov first)
 METHODS: dict[str, str] = {
@@ -37,6 +41,8 @@ def make_selector(name: str, run: RunSettings | None = None, **params) -> Select
     may pass one set to several methods; the command refuses them with ``check_options``).
     ``engine`` / ``workers`` / ``ray_address`` among ``params`` are run settings (``run``)."""
     from dataclasses import replace
+
+    from clipcov_cli.select.base import RunSettings
 
     cls = method_class(name)
     settings = {k: params.pop(k) for k in RUN_SETTINGS if k in params}

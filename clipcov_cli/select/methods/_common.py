@@ -44,20 +44,6 @@ def top_b(score: np.ndarray, keys: np.ndarray, valid: np.ndarray, budget: int) -
     return idx[order]
 
 
-def key_order(keys: np.ndarray) -> np.ndarray:
-    """Row indices in ascending key order (the order every tie breaks in)."""
-    keys = np.asarray(keys)
-    return np.argsort(keys if keys.dtype.kind == "U" else keys.astype(str), kind="stable")
-
-
-def key_ranks(keys: np.ndarray) -> np.ndarray:
-    """Each row's position in ascending key order (int64; keys are unique)."""
-    order = key_order(keys)
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    return rank
-
-
 def order_by_draw(rows: np.ndarray, draws: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """``rows`` sorted by their draw, ties (equal draws) by key."""
     return rows[np.lexsort((np.asarray(keys)[rows].astype(str), draws[rows]))]
