@@ -84,13 +84,6 @@ def _scratch(d):
 
 
 @njit(cache=True, nogil=True)
-def _load_candidate(rows, j, scr):
-    """Candidate j's rows into ``scr.rv``, ``scr.rt``."""
-    load_row(rows.U, j, scr.rv, scr.rvb)
-    load_row(rows.W, j, scr.rt, scr.rtb)
-
-
-@njit(cache=True, nogil=True)
 def _finish_batch(rows, cand, mem, batch, control, scr):
     """Exact evaluation of the pending batch, whose integer products the caller has computed: for each
     candidate, the exact linear sum over its new members minus the pairs at or below tau (only in
@@ -109,7 +102,8 @@ def _finish_batch(rows, cand, mem, batch, control, scr):
         if b + 1 < nb:
             prefetch_rows(rows.U, rows.W, bidx[b + 1])
         lo_c = seen[c]
-        _load_candidate(rows, c, scr)
+        load_row(rows.U, c, scr.rv, scr.rvb)
+        load_row(rows.W, c, scr.rt, scr.rtb)
         # exact; minus the stored value: the new members' raw sum
         h1, l1 = _top_dd(scr.rv, scr.rt, mem.PV, mem.PT, mem.norms)
         h, e = _two_sum(rhi[c], h1)
@@ -148,7 +142,8 @@ def _pop_for_batch(rows, cand, mem, stats, scr, size, npicks, aside, naside):
         return size, naside + 1, -1, key, False
     if rows.tau <= 0.0 and cand.bnd[j] != npicks:
         stats[ST_BOUNDS] += 1
-        _load_candidate(rows, j, scr)
+        load_row(rows.U, j, scr.rv, scr.rvb)
+        load_row(rows.W, j, scr.rt, scr.rtb)
         key = _linear_bound_key(rows, cand, mem, scr, j, npicks)
         cand.bnd[j] = npicks
         return size, naside, j, key, True
@@ -201,7 +196,8 @@ def _take_fresh(rows, mem, scr, j, key, npicks):
     """Select candidate j (fresh: ``key`` is minus its exact current gain) as pick ``npicks``: add its rows
     to the running sums (and their norms), store its quantized rows."""
     d = rows.U.shape[1]
-    _load_candidate(rows, j, scr)
+    load_row(rows.U, j, scr.rv, scr.rvb)
+    load_row(rows.W, j, scr.rt, scr.rtb)
     rv, rt, PV, PT = scr.rv, scr.rt, mem.PV, mem.PT
     nv2 = 0.0
     nt2 = 0.0
@@ -216,26 +212,6 @@ def _take_fresh(rows, mem, scr, j, key, npicks):
     _quantize_row(rt, mem.inv_s[1], mem.QT[npicks])
     mem.picks[npicks] = j
     mem.gains[npicks] = -key
-
-
-@njit(cache=True, nogil=True)
-def _reevaluate(rows, cand, mem, stats, scr, j, lo, npicks, size):
-    """A stale entry j (popped, last evaluated at ``lo``) re-evaluated alone and pushed back: its O(d)
-    bound (stage 1, tau <= 0) unless its bound is from this step, else exactly, pair by pair, if at
-    most SMALL members are new. Returns (size, done); not done: j needs a batch."""
-    if rows.tau <= 0.0 and cand.bnd[j] != npicks:  # [x]_tau >= x only when tau <= 0
-        cand.bnd[j] = npicks
-        stats[ST_BOUNDS] += 1
-        _load_candidate(rows, j, scr)
-        return _push(cand.hk, cand.hi, size, _linear_bound_key(rows, cand, mem, scr, j, npicks), j), True
-    if npicks - lo <= SMALL:
-        stats[ST_SINGLE] += 1
-        stats[ST_PAIRS] += npicks - lo
-        _load_candidate(rows, j, scr)
-        _add_pairs_exact(rows, cand, mem, scr, j, lo, npicks)
-        cand.seen[j] = npicks
-        return _push(cand.hk, cand.hi, size, _exact_key(rows.a, cand.rhi, cand.rlo, j, rows.U.shape[0]), j), True
-    return size, False
 
 
 @njit(cache=True, nogil=True)
@@ -308,7 +284,8 @@ def _stage_batch(rows, cand, mem, batch, stats, scr, npicks, nb, lo_min):
     for b in range(nb):
         if b + 1 < nb:
             prefetch_rows(rows.U, rows.W, bidx[b + 1])
-        _load_candidate(rows, bidx[b], scr)
+        load_row(rows.U, bidx[b], scr.rv, scr.rvb)
+        load_row(rows.W, bidx[b], scr.rt, scr.rtb)
         _quantize_row(scr.rv, mem.inv_s[0], batch.Qbv[b])
         _quantize_row(scr.rt, mem.inv_s[1], batch.Qbt[b])
     stats[ST_BATCHES] += 1
@@ -323,7 +300,7 @@ def lazy_extend(rows, cand, mem, batch, control, target):
     them in ``batch``). The arguments are ``kernel_state``'s records: ``ClassRows``, ``Candidates``,
     ``Members``, ``Batch``, ``Control`` (``ctl``: heap size, picks, pending batch size, pending
     segments, screening cut, and the oldest-members count from which a batch is topped up)."""
-    ctl = control.ctl
+    ctl, stats = control.ctl, control.stats
     hk, hi, seen = cand.hk, cand.hi, cand.seen
     scr = _scratch(rows.U.shape[1])
     if ctl[CTL_PENDING] > 0:
@@ -342,12 +319,27 @@ def lazy_extend(rows, cand, mem, batch, control, target):
             _take_fresh(rows, mem, scr, j, key, npicks)
             npicks += 1
             continue
-        size, done = _reevaluate(rows, cand, mem, control.stats, scr, j, lo, npicks, size)
-        if done:
+        if rows.tau <= 0.0 and cand.bnd[j] != npicks:  # [x]_tau >= x only when tau <= 0
+            # stage 1: an upper bound of the gain in O(d), no per-member work
+            cand.bnd[j] = npicks
+            stats[ST_BOUNDS] += 1
+            load_row(rows.U, j, scr.rv, scr.rvb)
+            load_row(rows.W, j, scr.rt, scr.rtb)
+            size = _push(hk, hi, size, _linear_bound_key(rows, cand, mem, scr, j, npicks), j)
+            continue
+        # stage 2: exact
+        if npicks - lo <= SMALL:  # few new members: pair by pair
+            stats[ST_SINGLE] += 1
+            stats[ST_PAIRS] += npicks - lo
+            load_row(rows.U, j, scr.rv, scr.rvb)
+            load_row(rows.W, j, scr.rt, scr.rtb)
+            _add_pairs_exact(rows, cand, mem, scr, j, lo, npicks)
+            seen[j] = npicks
+            size = _push(hk, hi, size, _exact_key(rows.a, cand.rhi, cand.rlo, j, rows.U.shape[0]), j)
             continue
         # the batch (``_gather_batch``), its column blocks and quantized rows (``_stage_batch``)
         size, nb, lo_min = _gather_batch(rows, cand, mem, batch, control, scr, size, npicks, j, lo)
-        ctl[CTL_SEGMENTS] = _stage_batch(rows, cand, mem, batch, control.stats, scr, npicks, nb, lo_min)
+        ctl[CTL_SEGMENTS] = _stage_batch(rows, cand, mem, batch, stats, scr, npicks, nb, lo_min)
         ctl[CTL_SIZE] = size
         ctl[CTL_PICKS] = npicks
         ctl[CTL_PENDING] = nb
