@@ -120,16 +120,17 @@ def _add_pairs_exact(rows, cand, mem, scr, j, lo, npicks):
     """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact; j's rows in
     ``scr.rv``, ``scr.rt``), and the stored <v_j, PT> + <t_j, PV> moves to the current sums: (bh, bl) +=
     the same sum unthresholded."""
-    tau = rows.tau
+    U, W, tau, picks = rows.U, rows.W, rows.tau, mem.picks  # fields read once, not per member
+    rv, rt, mv, mt, mvb, mtb = scr.rv, scr.rt, scr.mv, scr.mt, scr.mvb, scr.mtb
     h = cand.rhi[j]
     r = cand.rlo[j]
     g = cand.bh[j]
     s = cand.bl[j]
     for l in range(lo, npicks):
-        load_row(rows.W, mem.picks[l], scr.mt, scr.mtb)  # member l's rows
-        load_row(rows.U, mem.picks[l], scr.mv, scr.mvb)
-        x = _dot_exact(scr.rv, scr.mt)
-        y = _dot_exact(scr.rt, scr.mv)
+        load_row(W, picks[l], mt, mtb)  # member l's rows
+        load_row(U, picks[l], mv, mvb)
+        x = _dot_exact(rv, mt)
+        y = _dot_exact(rt, mv)
         g, e = _two_sum(g, x)
         s += e
         g, e = _two_sum(g, y)
@@ -154,17 +155,18 @@ def _subtract_low(rows, mem, batch, scr, b, i, start, cut, h, r):
     out: only those <= cut are recomputed exactly. Returns (h, r, recomputed)."""
     col0 = batch.cuts[i]
     stop = batch.cuts[i + 1]
-    xbuf = batch.xbuf
-    ybuf = batch.ybuf
+    xbuf, ybuf = batch.xbuf, batch.ybuf  # fields read once, not per member
+    U, W, tau, picks = rows.U, rows.W, rows.tau, mem.picks
+    rv, rt, mv, mt, mvb, mtb = scr.rv, scr.rt, scr.mv, scr.mt, scr.mvb, scr.mtb
     redo = 0
     base = batch.seg_off[i] + b * (stop - col0) - col0
     for l in range(start, stop):
         if xbuf[base + l] <= cut:
             redo += 1
-            h, r = _minus_if_low(scr.rv, rows.W, mem.picks[l], scr.mt, scr.mtb, rows.tau, h, r)  # x_l = <v_c, t_l>
+            h, r = _minus_if_low(rv, W, picks[l], mt, mtb, tau, h, r)  # x_l = <v_c, t_l>
         if ybuf[base + l] <= cut:
             redo += 1
-            h, r = _minus_if_low(scr.rt, rows.U, mem.picks[l], scr.mv, scr.mvb, rows.tau, h, r)  # y_l = <t_c, v_l>
+            h, r = _minus_if_low(rt, U, picks[l], mv, mvb, tau, h, r)  # y_l = <t_c, v_l>
     return h, r, redo
 
 

@@ -103,7 +103,7 @@ class Scratch(NamedTuple):
 
 
 class Entries(NamedTuple):
-    """Heap entries held outside the heap for a while (set aside, or a look-ahead pool)."""
+    """Heap entries set aside (out of the heap) while a batch is gathered."""
     k: np.ndarray  # float64: keys
     i: np.ndarray  # int64: positions
 

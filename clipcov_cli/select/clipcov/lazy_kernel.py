@@ -97,15 +97,17 @@ def _finish_batch(rows, cand, mem, batch, control, scr):
     cut = ctl[CTL_CUT]
     bidx, cuts, seg_off = batch.bidx, batch.cuts, batch.seg_off
     seen, rhi, rlo, bh, bl = cand.seen, cand.rhi, cand.rlo, cand.bh, cand.bl
+    U, W, rv, rt, rvb, rtb = rows.U, rows.W, scr.rv, scr.rt, scr.rvb, scr.rtb  # fields read once, not per row
+    PV, PT, norms, stats = mem.PV, mem.PT, mem.norms, control.stats
     for b in range(nb):
         c = bidx[b]
         if b + 1 < nb:
-            prefetch_rows(rows.U, rows.W, bidx[b + 1])
+            prefetch_rows(U, W, bidx[b + 1])
         lo_c = seen[c]
-        load_row(rows.U, c, scr.rv, scr.rvb)
-        load_row(rows.W, c, scr.rt, scr.rtb)
+        load_row(U, c, rv, rvb)
+        load_row(W, c, rt, rtb)
         # exact; minus the stored value: the new members' raw sum
-        h1, l1 = _top_dd(scr.rv, scr.rt, mem.PV, mem.PT, mem.norms)
+        h1, l1 = _top_dd(rv, rt, PV, PT, norms)
         h, e = _two_sum(rhi[c], h1)
         r = rlo[c] + l1 + e
         h, e = _two_sum(h, -bh[c])
@@ -114,7 +116,7 @@ def _finish_batch(rows, cand, mem, batch, control, scr):
             if cuts[i + 1] <= lo_c or seg_off[i] < 0:
                 continue
             h, r, redo = _subtract_low(rows, mem, batch, scr, b, i, max(cuts[i], lo_c), cut, h, r)
-            control.stats[ST_REDONE] += redo
+            stats[ST_REDONE] += redo
         rhi[c] = h
         rlo[c] = r
         seen[c] = npicks
@@ -162,32 +164,34 @@ def _look_ahead(rows, cand, mem, batch, stats, scr, size, npicks, nb, lo_min, as
     a candidate evaluated early needs only the members selected after that when it is next due.
     Returns (size, nb, naside)."""
     bidx = batch.bidx
+    seen, hk, hi = cand.seen, cand.hk, cand.hi  # fields read once, not per entry
     half = lo_min + (npicks - lo_min) // 2
     old = 0
     for b in range(nb):
-        if cand.seen[bidx[b]] < half:
+        if seen[bidx[b]] < half:
             old += 1
     want = min(OLD_ROWS - old, BATCH_CAP - nb)
     if want <= 0:
         return size, nb, naside
-    pool = Entries(np.empty(POOL, np.float64), np.empty(POOL, np.int64))
+    pool_k, pool_i = np.empty(POOL, np.float64), np.empty(POOL, np.int64)
     npool = 0
-    while npool < POOL and size > 0 and naside < aside.k.shape[0]:  # fresh entries passed are set aside too
+    cap = aside.k.shape[0]
+    while npool < POOL and size > 0 and naside < cap:  # fresh entries passed are set aside too
         size, naside, j2, k2, _ = _pop_for_batch(rows, cand, mem, stats, scr, size, npicks, aside, naside)
         if j2 < 0:
             continue
-        pool.k[npool] = k2
-        pool.i[npool] = j2
+        pool_k[npool] = k2
+        pool_i[npool] = j2
         npool += 1
-    order = np.argsort(pool.k[:npool], kind="mergesort")
+    order = np.argsort(pool_k[:npool], kind="mergesort")
     for r in range(npool):
         p = order[r]
         if r < want:
-            bidx[nb] = pool.i[p]
+            bidx[nb] = pool_i[p]
             nb += 1
             stats[ST_AHEAD] += 1
         else:
-            size = _push(cand.hk, cand.hi, size, pool.k[p], pool.i[p])
+            size = _push(hk, hi, size, pool_k[p], pool_i[p])
     return size, nb, naside
 
 
@@ -222,7 +226,7 @@ def _gather_batch(rows, cand, mem, batch, control, scr, size, npicks, j, lo):
     ``_look_ahead`` when the oldest members needed are at least ``ctl[CTL_LOOKAHEAD]``. Returns
     (size, batch size, the oldest last evaluation in the batch)."""
     stats = control.stats
-    seen, bidx = cand.seen, batch.bidx
+    seen, hk, hi, bidx = cand.seen, cand.hk, cand.hi, batch.bidx  # fields read once, not per entry
     aside = Entries(np.empty(4 * BATCH + POOL, np.float64), np.empty(4 * BATCH + POOL, np.int64))
     nb = 1
     bidx[0] = j
@@ -235,7 +239,7 @@ def _gather_batch(rows, cand, mem, batch, control, scr, size, npicks, j, lo):
         if j2 < 0:  # fresh: set aside, back in the heap after the batch
             continue
         if refreshed:  # back with its new bound: it joins a batch only if it reaches the top again
-            size = _push(cand.hk, cand.hi, size, k2, j2)
+            size = _push(hk, hi, size, k2, j2)
             continue
         bidx[nb] = j2
         nb += 1
@@ -245,8 +249,9 @@ def _gather_batch(rows, cand, mem, batch, control, scr, size, npicks, j, lo):
         size, nb, naside = _look_ahead(rows, cand, mem, batch, stats, scr, size, npicks, nb, lo_min, aside, naside)
         for b in range(nb):
             lo_min = min(lo_min, seen[bidx[b]])
+    aside_k, aside_i = aside.k, aside.i
     for f in range(naside):
-        size = _push(cand.hk, cand.hi, size, aside.k[f], aside.i[f])
+        size = _push(hk, hi, size, aside_k[f], aside_i[f])
     return size, nb, lo_min
 
 
@@ -255,7 +260,7 @@ def _stage_batch(rows, cand, mem, batch, stats, scr, npicks, nb, lo_min):
     """Sort a gathered batch by last evaluation, cut the members it needs in column blocks (``cuts``,
     ``seg_rows``: a staircase) and quantize its rows into ``Qbv``, ``Qbt`` (counted in ``stats``).
     Returns the block count."""
-    seen, bidx, cuts = cand.seen, batch.bidx, batch.cuts
+    seen, bidx, cuts, seg_rows = cand.seen, batch.bidx, batch.cuts, batch.seg_rows  # fields read once
     # sort the batch by last evaluation, so that the members each one still needs form a staircase
     for b in range(1, nb):
         x = bidx[b]
@@ -279,15 +284,17 @@ def _stage_batch(rows, cand, mem, batch, stats, scr, npicks, nb, lo_min):
         n_rows = 0
         while n_rows < nb and seen[bidx[n_rows]] < cuts[i + 1]:
             n_rows += 1
-        batch.seg_rows[i] = n_rows
+        seg_rows[i] = n_rows
         stats[ST_PAIRS] += n_rows * (cuts[i + 1] - cuts[i])
+    U, W, rv, rt, rvb, rtb = rows.U, rows.W, scr.rv, scr.rt, scr.rvb, scr.rtb
+    inv_v, inv_t, Qbv, Qbt = mem.inv_s[0], mem.inv_s[1], batch.Qbv, batch.Qbt
     for b in range(nb):
         if b + 1 < nb:
-            prefetch_rows(rows.U, rows.W, bidx[b + 1])
-        load_row(rows.U, bidx[b], scr.rv, scr.rvb)
-        load_row(rows.W, bidx[b], scr.rt, scr.rtb)
-        _quantize_row(scr.rv, mem.inv_s[0], batch.Qbv[b])
-        _quantize_row(scr.rt, mem.inv_s[1], batch.Qbt[b])
+            prefetch_rows(U, W, bidx[b + 1])
+        load_row(U, bidx[b], rv, rvb)
+        load_row(W, bidx[b], rt, rtb)
+        _quantize_row(rv, inv_v, Qbv[b])
+        _quantize_row(rt, inv_t, Qbt[b])
     stats[ST_BATCHES] += 1
     stats[ST_BATCHED] += nb
     return nseg
@@ -301,8 +308,10 @@ def lazy_extend(rows, cand, mem, batch, control, target):
     ``Members``, ``Batch``, ``Control`` (``ctl``: heap size, picks, pending batch size, pending
     segments, screening cut, and the oldest-members count from which a batch is topped up)."""
     ctl, stats = control.ctl, control.stats
-    hk, hi, seen = cand.hk, cand.hi, cand.seen
-    scr = _scratch(rows.U.shape[1])
+    hk, hi, seen, bnd = cand.hk, cand.hi, cand.seen, cand.bnd  # fields read once, not per entry
+    U, W, tau = rows.U, rows.W, rows.tau
+    scr = _scratch(U.shape[1])
+    rv, rt, rvb, rtb = scr.rv, scr.rt, scr.rvb, scr.rtb
     if ctl[CTL_PENDING] > 0:
         ctl[CTL_SIZE] = _finish_batch(rows, cand, mem, batch, control, scr)
         ctl[CTL_PENDING] = 0
@@ -313,29 +322,29 @@ def lazy_extend(rows, cand, mem, batch, control, target):
         j = hi[0]
         size = _pop(hk, hi, size)
         if size > 0:
-            prefetch_rows(rows.U, rows.W, hi[0])  # likely the next entry handled
+            prefetch_rows(U, W, hi[0])  # likely the next entry handled
         lo = seen[j]
         if lo == npicks:  # fresh: the key is the exact current gain
             _take_fresh(rows, mem, scr, j, key, npicks)
             npicks += 1
             continue
-        if rows.tau <= 0.0 and cand.bnd[j] != npicks:  # [x]_tau >= x only when tau <= 0
+        if tau <= 0.0 and bnd[j] != npicks:  # [x]_tau >= x only when tau <= 0
             # stage 1: an upper bound of the gain in O(d), no per-member work
-            cand.bnd[j] = npicks
+            bnd[j] = npicks
             stats[ST_BOUNDS] += 1
-            load_row(rows.U, j, scr.rv, scr.rvb)
-            load_row(rows.W, j, scr.rt, scr.rtb)
+            load_row(U, j, rv, rvb)
+            load_row(W, j, rt, rtb)
             size = _push(hk, hi, size, _linear_bound_key(rows, cand, mem, scr, j, npicks), j)
             continue
         # stage 2: exact
         if npicks - lo <= SMALL:  # few new members: pair by pair
             stats[ST_SINGLE] += 1
             stats[ST_PAIRS] += npicks - lo
-            load_row(rows.U, j, scr.rv, scr.rvb)
-            load_row(rows.W, j, scr.rt, scr.rtb)
+            load_row(U, j, rv, rvb)
+            load_row(W, j, rt, rtb)
             _add_pairs_exact(rows, cand, mem, scr, j, lo, npicks)
             seen[j] = npicks
-            size = _push(hk, hi, size, _exact_key(rows.a, cand.rhi, cand.rlo, j, rows.U.shape[0]), j)
+            size = _push(hk, hi, size, _exact_key(rows.a, cand.rhi, cand.rlo, j, U.shape[0]), j)
             continue
         # the batch (``_gather_batch``), its column blocks and quantized rows (``_stage_batch``)
         size, nb, lo_min = _gather_batch(rows, cand, mem, batch, control, scr, size, npicks, j, lo)
