@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from clipcov_cli.select.clipcov import lazy_kernel
+from clipcov_cli.select.clipcov import kernel_state
 from clipcov_cli.select.clipcov.greedy import ClassGreedy, merge_sequences, plain_greedy
 from clipcov_cli.select.methods import ClipCovSelector
 from tests.select_helpers import clustered, embedding_set
@@ -122,7 +122,7 @@ def test_look_ahead_batches_equal_plain_greedy(seed, tau, spread):
     picks, gains = plain_greedy(V, T, labels, a, 1500, tau)
     assert g.picks == picks.tolist()
     assert g.gains == gains.tolist()
-    assert lazy_kernel.stat(g.stats, "ahead") > 0  # the look-ahead added candidates
+    assert kernel_state.stat(g.stats, "ahead") > 0  # the look-ahead added candidates
 
 
 def test_look_ahead_with_many_fresh_entries_stays_in_bounds(tmp_path):
@@ -407,7 +407,7 @@ def test_kernel_counters_are_read_by_name():
     a = np.random.default_rng(0).normal(size=800) * 0.01
     g = ClassGreedy(V, T, a, np.arange(800), tau=0.0)
     g.extend(600)
-    named = {name: lazy_kernel.stat(g.stats, name) for name in lazy_kernel.STAT_NAMES}
+    named = {name: kernel_state.stat(g.stats, name) for name in kernel_state.STAT_NAMES}
     assert list(named.values()) == g.stats.tolist()
     assert named["batches"] > 0 and named["batched"] >= named["batches"]
-    assert lazy_kernel.stat(np.array([3]), "batches") == 0
+    assert kernel_state.stat(np.array([3]), "batches") == 0

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from clipcov_cli.select.clipcov import imatmul, lazy_kernel
+from clipcov_cli.select.clipcov import imatmul, kernel_exact, kernel_rows, kernel_state
 from clipcov_cli.select.methods import ClipCovSelector
 from tests.select_helpers import clustered, embedding_set, unit
 
@@ -16,9 +16,9 @@ from tests.select_helpers import clustered, embedding_set, unit
 @pytest.mark.parametrize("name", ["load_row", "_load_row_int", "_load_row_hw"])
 def test_load_row_is_exact_on_every_finite_float16(name):
     """The conversion in use, and both it is picked from (the CPU's instruction, the integer one)."""
-    if name == "_load_row_hw" and not lazy_kernel.hardware_conversion_supported():
+    if name == "_load_row_hw" and not kernel_rows.hardware_conversion_supported():
         pytest.skip("numba does not compile float16 conversions to an instruction for this CPU (calling it would crash)")
-    load = getattr(lazy_kernel, name)
+    load = getattr(kernel_rows, name)
     bits = np.arange(65536, dtype=np.uint16)
     bits = bits[np.isfinite(bits.view(np.float16))]  # zeros, subnormals, normals, both signs
     pad = (-len(bits)) % 64
@@ -40,7 +40,7 @@ def test_the_hardware_float16_conversion_is_picked_where_it_compiles():
     flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
     if "f16c" not in flags:
         pytest.skip("this CPU has no F16C instructions")
-    assert lazy_kernel.chosen_load_row() is lazy_kernel._load_row_hw
+    assert kernel_rows.chosen_load_row() is kernel_rows._load_row_hw
 
 
 @pytest.mark.parametrize("env,hardware", [
@@ -59,7 +59,7 @@ def test_the_float16_conversion_follows_the_cpu_numba_compiles_for(tmp_path, env
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("x86-64 CPU names")
-    code = ("import numpy as np; from clipcov_cli.select.clipcov import lazy_kernel as K; "
+    code = ("import numpy as np; from clipcov_cli.select.clipcov import kernel_rows as K; "
             "bits = np.arange(0x7C00, dtype=np.uint16).reshape(-1, 512); out = np.empty(512, np.float32); "
             "ok = all(K.load_row(bits, j, out, out.view(np.uint32)) is None and "
             "np.array_equal(out, bits[j].view(np.float16).astype(np.float32)) for j in range(len(bits))); "
@@ -80,7 +80,7 @@ def test_importing_the_kernel_compiles_and_probes_nothing():
     import subprocess
     import sys
 
-    code = ("from clipcov_cli.select.clipcov import lazy_kernel as K; "
+    code = ("from clipcov_cli.select.clipcov import lazy_kernel, kernel_rows as K; "
             "print(K.chosen_load_row.cache_info().currsize, K.chosen_prefetch.cache_info().currsize)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -99,14 +99,14 @@ def test_screening_bound_holds_for_every_pair(d, scale):
     V = (rng.normal(size=(300, d)) * scale / np.sqrt(d)).astype(np.float16)
     T = (rng.normal(size=(300, d)) * scale / np.sqrt(d) + 0.3 * V.astype(np.float32)).astype(np.float16)
     V64, T64 = V.astype(np.float64), T.astype(np.float64)
-    inv_v, inv_t = lazy_kernel.quantization(np.abs(V64).max()), lazy_kernel.quantization(np.abs(T64).max())
+    inv_v, inv_t = kernel_state.quantization(np.abs(V64).max()), kernel_state.quantization(np.abs(T64).max())
     norm_v, norm_t = np.linalg.norm(V64, axis=1).max(), np.linalg.norm(T64, axis=1).max()
-    err = lazy_kernel.screening_error(d, inv_v, inv_t, norm_v * (1 + 1e-9), norm_t * (1 + 1e-9))
+    err = kernel_state.screening_error(d, inv_v, inv_t, norm_v * (1 + 1e-9), norm_t * (1 + 1e-9))
     D = _quantize(V, inv_v).astype(np.int64) @ _quantize(T, inv_t).astype(np.int64).T
     X = V64 @ T64.T  # exact for float16 values
     assert np.all(np.abs(X - D / (inv_v * inv_t)) <= err)
     for tau in (0.0, 0.05, float(np.median(X))):
-        cut = lazy_kernel.screening_cut(tau, err, inv_v, inv_t)
+        cut = kernel_state.screening_cut(tau, err, inv_v, inv_t)
         assert np.all(X[D > cut] > tau)
         assert (D <= cut).any() or X.min() > tau
 
@@ -205,18 +205,18 @@ def test_top_dot_products_are_exact_both_ways(picks):
         PV, PT = rows[0].sum(0) * (picks / rows.shape[1]), rows[1].sum(0) * (picks / rows.shape[1])
         PV, PT = (np.round(P * 2**24) / 2**24 for P in (PV, PT))  # on the float16 grid, as running sums are
         want = sum(_exact(v[q]) * _exact(PT[q]) + _exact(t[q]) * _exact(PV[q]) for q in range(d))
-        for hi, lo in (lazy_kernel._top_int(v, t, PV, PT), lazy_kernel._top_two_sum(v, t, PV, PT)):
+        for hi, lo in (kernel_exact._top_int(v, t, PV, PT), kernel_exact._top_two_sum(v, t, PV, PT)):
             assert _exact(hi) + _exact(lo) == want
         norms = np.array([1.0, 1.0, 0.0, np.linalg.norm(PV), np.linalg.norm(PT)])
-        hi, lo = lazy_kernel._top_dd(v, t, PV, PT, norms)
+        hi, lo = kernel_exact._top_dd(v, t, PV, PT, norms)
         assert _exact(hi) + _exact(lo) == want
-        assert (hi, lo) == lazy_kernel._top_int(v, t, PV, PT)  # unit rows: the integer path
+        assert (hi, lo) == kernel_exact._top_int(v, t, PV, PT)  # unit rows: the integer path
     big = np.full(d, 3.0e4, np.float32)  # |p| far above the integer path's limit: TwoSum
     P = np.full(d, 2.0**20)
     norms = np.array([np.linalg.norm(big)] * 2 + [0.0] + [np.linalg.norm(P)] * 2)
-    hi, lo = lazy_kernel._top_dd(big, big, P, P, norms)
+    hi, lo = kernel_exact._top_dd(big, big, P, P, norms)
     assert _exact(hi) + _exact(lo) == 2 * d * _exact(3.0e4) * _exact(2.0**20)
-    assert (hi, lo) == lazy_kernel._top_two_sum(big, big, P, P)
+    assert (hi, lo) == kernel_exact._top_two_sum(big, big, P, P)
 
 
 def test_scan_flags_every_special_float16_and_sums_the_rest():

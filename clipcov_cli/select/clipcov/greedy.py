@@ -30,8 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipcov_cli.select.clipcov import lazy_kernel
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, int8_products
+from clipcov_cli.select.clipcov.kernel_heap import heapify
+from clipcov_cli.select.clipcov.kernel_rows import column_sums_and_stats
+from clipcov_cli.select.clipcov.kernel_state import (
+    BATCH_CAP, CTL, CTL_CUT, CTL_LOOKAHEAD, CTL_PICKS, CTL_SEGMENTS, CTL_SIZE, LOOKAHEAD_MIN, MAX_SEGMENTS, NORM_GAMMA,
+    NORM_T, NORM_V, NORMS, STATS, Batch, Candidates, ClassRows, Control, Members, quantization, screening_cut,
+    screening_error)
+from clipcov_cli.select.clipcov.lazy_kernel import lazy_extend
 from clipcov_cli.select.clipcov.scan import F16_TO_F32, as_f16_bits, to_float32
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 
@@ -41,14 +47,14 @@ class ClassGreedy:
 
     ``V``, ``T``: the class' rows, float16 bit patterns (uint16) or float16 values in any float dtype;
     ``a``: modular scores, ``index``: the rows' global tie ranks (ascending: key ranks), for the merge;
-    ``row_stats``: the rows' screening statistics (``lazy_kernel.column_sums_and_stats``) if the caller
+    ``row_stats``: the rows' screening statistics (``kernel_rows.column_sums_and_stats``) if the caller
     has them; ``threads``: the torch threads to use for the int8 products (applied before each batch);
     ``lookahead_min``: the kernel's look-ahead threshold (a tuning constant; tests lower it).
     """
 
     def __init__(self, V: np.ndarray, T: np.ndarray, a: np.ndarray, index: np.ndarray, tau: float,
                  row_stats: tuple | None = None, threads: ThreadShare | None = None,
-                 lookahead_min: int = lazy_kernel.LOOKAHEAD_MIN) -> None:
+                 lookahead_min: int = LOOKAHEAD_MIN) -> None:
         self.U, self.W = _bits(V), _bits(T)
         self.a = np.asarray(a, np.float64)
         self.index = np.asarray(index, np.int64)
@@ -63,42 +69,41 @@ class ClassGreedy:
         self._n = 0
         self.red_hi = np.zeros(self.m, np.float64)  # exact redundancy sums: hi + lo
         self.red_lo = np.zeros(self.m, np.float64)
-        self.stats = np.zeros(lazy_kernel.STATS, np.int64)  # see lazy_kernel.lazy_extend
+        self.stats = np.zeros(STATS, np.int64)  # the kernel's counters (kernel_state.STAT_NAMES)
         if self.lazy:
-            self._init_lazy(row_stats or lazy_kernel.column_sums_and_stats(self.U, self.W)[2])
+            self._init_lazy(row_stats or column_sums_and_stats(self.U, self.W)[2])
         else:
             self.taken = np.zeros(self.m, bool)
 
     def _init_lazy(self, row_stats: tuple) -> None:
-        d = self.U.shape[1]
-        self.seen = np.zeros(self.m, np.int64)
-        self.bnd = np.full(self.m, -1, np.int64)
+        """The kernel's state records (``kernel_state``), built here once: the kernel writes into their
+        arrays; the buffers that grow (``Members.QV``/``QT``, ``Batch.xbuf``/``ybuf``) are replaced here."""
+        d, m = self.U.shape[1], self.m
         # keys -a_j with positions: ties break by position (the rows come in key order: by key)
-        self._hk, self._hi = -self.a.copy(), np.arange(self.m, dtype=np.int64)
-        lazy_kernel.heapify(self._hk, self._hi)
+        hk, hi = -self.a.copy(), np.arange(m, dtype=np.int64)
+        heapify(hk, hi)
         max_v, max_t, norm_v, norm_t = row_stats
-        # exact <v_j, PT> + <t_j, PV> at j's last evaluation, as hi + lo (see lazy_kernel._linear_bound_key)
-        self._bh, self._bl = np.zeros(self.m, np.float64), np.zeros(self.m, np.float64)
         gamma = 2.0 * (2 * d) * 2.0 ** -53 / (1 - (2 * d) * 2.0 ** -53)
-        self._norms = np.zeros(lazy_kernel.NORMS)  # max |v|, max |t|, gamma, |PV|, |PT| (the last two: running)
-        self._norms[[lazy_kernel.NORM_V, lazy_kernel.NORM_T, lazy_kernel.NORM_GAMMA]] = norm_v, norm_t, gamma
-        self._inv = np.array([lazy_kernel.quantization(max_v), lazy_kernel.quantization(max_t)])
-        err = lazy_kernel.screening_error(d, self._inv[0], self._inv[1], norm_v, norm_t)
-        self._ctl = np.zeros(lazy_kernel.CTL, np.int64)
-        self._ctl[lazy_kernel.CTL_SIZE] = self.m
-        self._ctl[lazy_kernel.CTL_CUT] = lazy_kernel.screening_cut(self.tau, err, self._inv[0], self._inv[1])
-        self._ctl[lazy_kernel.CTL_LOOKAHEAD] = self.lookahead_min
-        self._PV = np.zeros(d, np.float64)  # sums of the selected rows (exact)
-        self._PT = np.zeros(d, np.float64)
-        self._QV = np.zeros((0, d), np.int8)  # selected rows quantized, in selection order
-        self._QT = np.zeros((0, d), np.int8)
-        B = lazy_kernel.BATCH_CAP
-        self._bidx = np.empty(B, np.int64)
-        self._cuts = np.empty(lazy_kernel.MAX_SEGMENTS + 2, np.int64)
-        self._seg_rows = np.empty(lazy_kernel.MAX_SEGMENTS + 2, np.int64)
-        self._seg_off = np.full(lazy_kernel.MAX_SEGMENTS + 2, -1, np.int64)
-        self._xbuf = self._ybuf = np.zeros(0, np.int32)  # products of flagged blocks (grown on demand)
-        self._Qbv, self._Qbt = np.empty((B, d), np.int8), np.empty((B, d), np.int8)
+        norms = np.zeros(NORMS)  # max |v|, max |t|, gamma, |PV|, |PT| (the last two: running)
+        norms[[NORM_V, NORM_T, NORM_GAMMA]] = norm_v, norm_t, gamma
+        inv = np.array([quantization(max_v), quantization(max_t)])
+        err = screening_error(d, inv[0], inv[1], norm_v, norm_t)
+        ctl = np.zeros(CTL, np.int64)
+        ctl[CTL_SIZE] = m
+        ctl[CTL_CUT] = screening_cut(self.tau, err, inv[0], inv[1])
+        ctl[CTL_LOOKAHEAD] = self.lookahead_min
+        self._rows = ClassRows(self.U, self.W, self.a, self.tau)
+        # bh, bl: exact <v_j, PT> + <t_j, PV> at j's last evaluation (see kernel_exact._linear_bound_key)
+        self._cand = Candidates(hk, hi, seen=np.zeros(m, np.int64), bnd=np.full(m, -1, np.int64),
+                                bh=np.zeros(m), bl=np.zeros(m), rhi=self.red_hi, rlo=self.red_lo)
+        self._mem = Members(self._picks, self._gains, PV=np.zeros(d), PT=np.zeros(d), norms=norms,
+                            QV=np.zeros((0, d), np.int8), QT=np.zeros((0, d), np.int8), inv_s=inv)
+        self._control = Control(ctl, self.stats)
+        seg = MAX_SEGMENTS + 2
+        self._batch = Batch(np.empty(BATCH_CAP, np.int64), cuts=np.empty(seg, np.int64),
+                            seg_rows=np.empty(seg, np.int64), seg_off=np.full(seg, -1, np.int64),
+                            xbuf=np.zeros(0, np.int32), ybuf=np.zeros(0, np.int32),  # grown on demand
+                            Qbv=np.empty((BATCH_CAP, d), np.int8), Qbt=np.empty((BATCH_CAP, d), np.int8))
 
     @property
     def picks(self) -> list[int]:
@@ -123,14 +128,11 @@ class ClassGreedy:
                 while self._n < target:
                     self._step_plain(V, T)
             return
-        if self._QV.shape[0] < target:
-            cap = min(self.m, max(target, 2 * self._QV.shape[0]))
-            self._QV, self._QT = (_grow(S, cap) for S in (self._QV, self._QT))
-        while lazy_kernel.lazy_extend(
-                self.U, self.W, self.a, self.tau, target, self._hk, self._hi, self.seen, self.bnd, self._bh,
-                self._bl, self.red_hi, self.red_lo, self._PV, self._PT, self._norms, self._QV, self._QT, self._inv,
-                self._picks, self._gains, self.stats, self._ctl, self._bidx, self._cuts, self._seg_rows,
-                self._seg_off, self._xbuf, self._ybuf, self._Qbv, self._Qbt):
+        mem = self._mem
+        if mem.QV.shape[0] < target:
+            cap = min(self.m, max(target, 2 * mem.QV.shape[0]))
+            self._mem = mem._replace(QV=_grow(mem.QV, cap), QT=_grow(mem.QT, cap))
+        while lazy_extend(self._rows, self._cand, self._mem, self._batch, self._control, target):
             if self.threads is not None:
                 self.threads.apply()
             try:
@@ -138,34 +140,36 @@ class ClassGreedy:
             except BaseException:
                 self._broken = True
                 raise
-        self._n = int(self._ctl[lazy_kernel.CTL_PICKS])
+        self._n = int(self._control.ctl[CTL_PICKS])
 
     def _screen_batch(self) -> None:
         """The int8 products of the pending batch, block by block; a block whose products are all above
         the cut is certified (no pair at or below tau), the others are handed to the kernel."""
-        cut = self._ctl[lazy_kernel.CTL_CUT]
-        nseg = int(self._ctl[lazy_kernel.CTL_SEGMENTS])
+        ctl, batch, QV, QT = self._control.ctl, self._batch, self._mem.QV, self._mem.QT
+        cut = ctl[CTL_CUT]
         used = 0
-        for i in range(nseg):
-            rows, c0, c1 = int(self._seg_rows[i]), int(self._cuts[i]), int(self._cuts[i + 1])
+        for i in range(int(ctl[CTL_SEGMENTS])):
+            rows, c0, c1 = int(batch.seg_rows[i]), int(batch.cuts[i]), int(batch.cuts[i + 1])
+            Qbv, Qbt = batch.Qbv[:rows], batch.Qbt[:rows]
             low = False  # some product at or below the cut?
             for s in range(c0, c1, SCREEN_COLUMNS):  # column blocks that stay in cache
                 e = min(c1, s + SCREEN_COLUMNS)
-                if (int8_products(self._Qbv[:rows], self._QT[s:e]).min() <= cut  # ~ <v_c, t_l> / (s_v s_t)
-                        or int8_products(self._Qbt[:rows], self._QV[s:e]).min() <= cut):  # ~ <t_c, v_l> / ...
+                if (int8_products(Qbv, QT[s:e]).min() <= cut  # ~ <v_c, t_l> / (s_v s_t)
+                        or int8_products(Qbt, QV[s:e]).min() <= cut):  # ~ <t_c, v_l> / ...
                     low = True
                     break
             if not low:
-                self._seg_off[i] = -1
+                batch.seg_off[i] = -1
                 continue
-            X = int8_products(self._Qbv[:rows], self._QT[c0:c1])
-            Y = int8_products(self._Qbt[:rows], self._QV[c0:c1])
+            X = int8_products(Qbv, QT[c0:c1])
+            Y = int8_products(Qbt, QV[c0:c1])
             need = used + X.size
-            if self._xbuf.size < need:
-                self._xbuf, self._ybuf = (_grow(buf, max(need, 2 * buf.size)) for buf in (self._xbuf, self._ybuf))
-            self._xbuf[used: need] = X.ravel()
-            self._ybuf[used: need] = Y.ravel()
-            self._seg_off[i] = used
+            if batch.xbuf.size < need:
+                size = max(need, 2 * batch.xbuf.size)
+                batch = self._batch = batch._replace(xbuf=_grow(batch.xbuf, size), ybuf=_grow(batch.ybuf, size))
+            batch.xbuf[used: need] = X.ravel()
+            batch.ybuf[used: need] = Y.ravel()
+            batch.seg_off[i] = used
             used = need
 
     def _step_plain(self, V: np.ndarray, T: np.ndarray) -> None:

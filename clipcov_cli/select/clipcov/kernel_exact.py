@@ -1,6 +1,9 @@
 """Exact arithmetic of the lazy kernel: TwoSum, exact dot products of float16 rows with the running
 sums (as double-double pairs), int8 quantization of a row, the O(d) gain bound and the exact
-per-pair and thresholded sums (see ``lazy_kernel``'s docstring for why they are exact)."""
+per-pair and thresholded sums (see ``lazy_kernel``'s docstring for why they are exact). The functions
+on the kernel's state take its records (``kernel_state``) and are inlined by numba where they are
+called (``inline="always"``: compiled apart, each would take every field of the records as an
+argument, which made the kernel's cold compile ~20% slower)."""
 from __future__ import annotations
 
 import numpy as np
@@ -94,33 +97,37 @@ def _top_dot(rv, rt, PV, PT):
     return x
 
 
-@njit(cache=True, nogil=True)
-def _linear_bound_key(rv, rt, a, PV, PT, norms, bh, bl, rhi, rlo, j, lo, npicks, m):
-    """Heap key of an upper bound of j's gain (tau <= 0): the members selected since its last exact
-    evaluation add at least sum_l x_l + y_l = <v_j, dT> + <t_j, dV> (dT, dV: sums of those members'
-    rows) = _top_dot(now) - (bh[j] + bl[j]) (the exact value stored at its last evaluation), O(d)
-    reading only the running sums. The rounded dot product is off by at most gamma (|v| |PT| + |t| |PV|)
-    (``norms``: max |v|, max |t|, gamma = 2 (2d) 2**-53, |PV|, |PT|); the margin adds twice that and a
-    relative 1e-9 for the rest."""
-    stored = bh[j] + bl[j]
-    lin = _top_dot(rv, rt, PV, PT) - stored
-    red = rhi[j] + rlo[j]
+@njit(cache=True, nogil=True, inline="always")
+def _linear_bound_key(rows, cand, mem, scr, j, npicks):
+    """Heap key of an upper bound of j's gain (tau <= 0; j's rows in ``scr.rv``, ``scr.rt``): the members
+    selected since its last exact evaluation add at least sum_l x_l + y_l = <v_j, dT> + <t_j, dV> (dT,
+    dV: sums of those members' rows) = _top_dot(now) - (bh[j] + bl[j]) (the exact value stored at its
+    last evaluation), O(d) reading only the running sums. The rounded dot product is off by at most
+    gamma (|v| |PT| + |t| |PV|) (``norms``: max |v|, max |t|, gamma = 2 (2d) 2**-53, |PV|, |PT|); the
+    margin adds twice that and a relative 1e-9 for the rest."""
+    norms = mem.norms
+    stored = cand.bh[j] + cand.bl[j]
+    lin = _top_dot(scr.rv, scr.rt, mem.PV, mem.PT) - stored
+    red = cand.rhi[j] + cand.rlo[j]
     est = red + lin
     dot_err = norms[NORM_GAMMA] * (norms[NORM_V] * norms[NORM_PT] + norms[NORM_T] * norms[NORM_PV])
-    margin = 1e-9 * (1.0 + (npicks - lo) + abs(red) + abs(lin) + abs(stored)) + 2.0 * dot_err
-    return -(a[j] - est / m + margin)
+    margin = 1e-9 * (1.0 + (npicks - cand.seen[j]) + abs(red) + abs(lin) + abs(stored)) + 2.0 * dot_err
+    return -(rows.a[j] - est / rows.U.shape[0] + margin)
 
 
-@njit(cache=True, nogil=True)
-def _add_pairs_exact(rv, rt, j, U, W, picks, lo, npicks, tau, rhi, rlo, bh, bl, mv, mt, mvb, mtb):
-    """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact), and the
-    stored <v_j, PT> + <t_j, PV> moves to the current sums: (bh, bl) += the same sum unthresholded."""
-    h = rhi[j]
-    r = rlo[j]
-    g = bh[j]
-    s = bl[j]
+@njit(cache=True, nogil=True, inline="always")
+def _add_pairs_exact(rows, cand, mem, scr, j, lo, npicks):
+    """red_j += sum_{l in [lo, npicks)} [<v_j,t_l>]_tau + [<v_l,t_j>]_tau, pair by pair (exact; j's rows in
+    ``scr.rv``, ``scr.rt``), and the stored <v_j, PT> + <t_j, PV> moves to the current sums: (bh, bl) +=
+    the same sum unthresholded."""
+    U, W, tau, picks = rows.U, rows.W, rows.tau, mem.picks  # fields read once, not per member
+    rv, rt, mv, mt, mvb, mtb = scr.rv, scr.rt, scr.mv, scr.mt, scr.mvb, scr.mtb
+    h = cand.rhi[j]
+    r = cand.rlo[j]
+    g = cand.bh[j]
+    s = cand.bl[j]
     for l in range(lo, npicks):
-        load_row(W, picks[l], mt, mtb)  # member l's rows (mv, mt: scratch)
+        load_row(W, picks[l], mt, mtb)  # member l's rows
         load_row(U, picks[l], mv, mvb)
         x = _dot_exact(rv, mt)
         y = _dot_exact(rt, mv)
@@ -134,20 +141,25 @@ def _add_pairs_exact(rv, rt, j, U, W, picks, lo, npicks, tau, rhi, rlo, bh, bl, 
         if y > tau:
             h, e = _two_sum(h, y)
             r += e
-    rhi[j] = h
-    rlo[j] = r
-    bh[j] = g
-    bl[j] = s
+    cand.rhi[j] = h
+    cand.rlo[j] = r
+    cand.bh[j] = g
+    cand.bl[j] = s
 
 
-@njit(cache=True, nogil=True)
-def _subtract_low(rv, rt, b, xbuf, ybuf, off, w, col0, start, stop, U, W, picks, tau, cut, h, r, mv, mt, mvb, mtb):
-    """(h, r) minus the exact x_l = <v_c, t_l> and y_l = <t_c, v_l> that are <= tau, for members l in
-    [start, stop); the integer products of row ``b`` of a segment (``w`` columns from member ``col0``,
-    stored at ``off`` in ``xbuf``/``ybuf``) single them out: only those <= cut are recomputed exactly.
-    Returns (h, r, recomputed)."""
+@njit(cache=True, nogil=True, inline="always")
+def _subtract_low(rows, mem, batch, scr, b, i, start, cut, h, r):
+    """(h, r) minus the exact x_l = <v_c, t_l> and y_l = <t_c, v_l> that are <= tau (c: the batch's row
+    ``b``, its rows in ``scr.rv``, ``scr.rt``), for members l in [start, cuts[i + 1]) of column block
+    ``i``; the block's integer products (stored at ``seg_off[i]`` in ``xbuf``/``ybuf``) single them
+    out: only those <= cut are recomputed exactly. Returns (h, r, recomputed)."""
+    col0 = batch.cuts[i]
+    stop = batch.cuts[i + 1]
+    xbuf, ybuf = batch.xbuf, batch.ybuf  # fields read once, not per member
+    U, W, tau, picks = rows.U, rows.W, rows.tau, mem.picks
+    rv, rt, mv, mt, mvb, mtb = scr.rv, scr.rt, scr.mv, scr.mt, scr.mvb, scr.mtb
     redo = 0
-    base = off + b * w - col0
+    base = batch.seg_off[i] + b * (stop - col0) - col0
     for l in range(start, stop):
         if xbuf[base + l] <= cut:
             redo += 1

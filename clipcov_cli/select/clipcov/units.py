@@ -10,6 +10,7 @@ wherever it runs.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from numba import njit
 from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
 from clipcov_cli.select.clipcov.imatmul import ThreadShare
-from clipcov_cli.select.clipcov.lazy_kernel import column_sums_and_stats, load_row, scratch_row
+from clipcov_cli.select.clipcov.kernel_rows import column_sums_and_stats, load_row, scratch_row
 from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, RowBuffers, as_f16_bits, gather_parts, to_float32
 
 
@@ -118,7 +119,7 @@ def _row_terms(U, W, out_t, out_v, mu_v, mu_t, e, c, r, with_r):
 def class_terms(U: np.ndarray, W: np.ndarray, l: np.ndarray, sum_v, sum_t, n_valid: int, alpha, beta, gamma, tau,
                 r_mode: str):
     """(r, e, l, c, a) of one class from its rows as float16 bits (uint16), float64 arithmetic, and the
-    rows' screening statistics (``lazy_kernel.column_sums_and_stats``)."""
+    rows' screening statistics (``kernel_rows.column_sums_and_stats``)."""
     m = U.shape[0]
     sv_k, st_k, stats = column_sums_and_stats(U, W)
     n_out = n_valid - m
@@ -160,8 +161,8 @@ def warm_up() -> np.ndarray:
     numba's cache) by running a tiny class through the same code, so that the first real unit does
     not wait for them. Run in a background thread while the corpus is read; no result depends on it.
     Returns the tiny class' kernel counters."""
-    try:
-        import torch  # noqa: F401 - first, alone: a failed import here must not decide the int8 backend
+    try:  # torch first, alone: a failed import here must not decide the int8 backend
+        importlib.import_module("torch")
     except Exception:  # noqa: BLE001 - the units probe torch themselves (imatmul) and fall back if need be
         return np.zeros(0, np.int64)
     rng = np.random.default_rng(0)
