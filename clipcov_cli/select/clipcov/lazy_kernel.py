@@ -66,11 +66,9 @@ from clipcov_cli.select.clipcov.kernel_rows import load_row, prefetch_rows, scra
 from clipcov_cli.select.clipcov.kernel_state import (
     BATCH, BATCH_CAP, CTL_CUT, CTL_LOOKAHEAD, CTL_PENDING, CTL_PICKS, CTL_SEGMENTS, CTL_SIZE, MAX_SEGMENTS, NORM_PT,
     NORM_PV, OLD_ROWS, POOL, SMALL, ST_AHEAD, ST_BATCHED, ST_BATCHES, ST_BOUNDS, ST_PAIRS, ST_REDONE, ST_SINGLE,
-    Entries, Scratch, stat)
+    Entries, Scratch)
 
-# ``stat`` is still imported from here by ``select/methods/clipcov.py`` (until it imports it from
-# ``kernel_state``); nothing else is re-exported
-__all__ = ["lazy_extend", "stat"]
+__all__ = ["lazy_extend"]
 
 
 @njit(cache=True, nogil=True)

@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 from clipcov_cli.select.base import NORM_TOLERANCE
-from clipcov_cli.select.clipcov.lazy_kernel import load_row, scratch_row
+from clipcov_cli.select.clipcov.kernel_rows import load_row, scratch_row
 
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # exact table
 

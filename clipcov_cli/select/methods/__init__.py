@@ -2,7 +2,7 @@
 
 The registry maps each ``--method`` name to the module and class that implement it; a method's
 module is imported only when the method is used, so ``select --method random`` never imports
-ClipCov's compiled kernel (numba, scipy, torch), and importing the registry imports no method (nor
+ClipCov's compiled kernel (numba, torch), and importing the registry imports no method (nor
 numpy): ``--help`` lists ``METHODS`` from here. Adding a method: one module under ``methods/`` and one
 line here (see docs/architecture.md).
 """

@@ -29,7 +29,7 @@ import numpy as np
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.base import EmbeddingSet, PartFiles, Preparation, RunSettings, Selection, Selector
 from clipcov_cli.select.clipcov.blas import blas_threads
-from clipcov_cli.select.clipcov.lazy_kernel import stat as kernel_stat
+from clipcov_cli.select.clipcov.kernel_state import stat as kernel_stat
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend
 from clipcov_cli.select.clipcov.merge import Run, TorchThreads, collect, merge
 from clipcov_cli.select.clipcov.plan import Plan, plan_classes
