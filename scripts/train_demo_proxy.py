@@ -3,13 +3,16 @@
     python scripts/train_demo_proxy.py train --work /tmp/proxy-work     # generate the clean split, train
     python scripts/train_demo_proxy.py pack --work /tmp/proxy-work      # compact fp16 file + provenance
 
-The proxy is the built-in `clipcov-proxy` architecture (a small ModifiedResNet image tower, 64 px,
-and clipcov-tiny's text tower) trained with `clipcov pretrain`'s code (open_clip_train, recipe
-`tiny`) on a clean, class-balanced split drawn by the demo corpus' generator with its own corpus seed
-(PROXY_CORPUS_SEED), so no image of a demo corpus (seed 0 by default) is in it. `pack` keeps the rows
-of the token embedding that the corpus' words, prompts and boilerplate use (every other row is zero:
-those tokens never occur in the demo) and stores the weights in float16, so the file stays small.
-Same script, same torch and open_clip versions, same CPU: same weights (training is seeded).
+The proxy is the built-in `clipcov-proxy` architecture (a small ModifiedResNet image tower, width
+16, 64 px, and clipcov-tiny's text tower) trained with `clipcov pretrain`'s code (open_clip_train,
+recipe `tiny`) on a clean, class-balanced split drawn by the demo corpus' generator with its own corpus
+seed (PROXY_CORPUS_SEED), so no image of a demo corpus (seed 0 by default) is in it: PER_CLASS images
+per class, EPOCHS epochs in one cosine schedule. `pack` keeps the rows of the token embedding that the
+corpus' words, prompts and boilerplate use (every other row is zero: those tokens never occur in the
+demo) and stores the weights in float16, so the file stays small; the provenance (this script's
+settings, torch and open_clip versions, the training time) goes into the file.
+Same script, same torch and open_clip versions, same CPU: same weights (training is seeded, and runs
+on TORCH_THREADS threads whatever the machine, so the reduction order does not change with it).
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 PROXY_CORPUS_SEED = 1000
-PER_CLASS = 200
-EPOCHS = (8,)  # more stages (e.g. (8, 16)) resume the run (open_clip_train --resume latest) to more epochs
+PER_CLASS = 400
+EPOCHS = 20  # one cosine schedule (an interrupted run resumes: open_clip_train --resume latest, same schedule)
 BATCH = 64
 SEED = 0
+TORCH_THREADS = 1
 
 
 def train(work: Path) -> Path:
+    import json
+
+    import torch
+
     from clipcov_cli.corpus import CorpusConfig, generate_corpus, load_layout
     from clipcov_cli.demo.proxy import PROXY_MODEL
     from clipcov_cli.pretrain.config import PretrainConfig
@@ -42,12 +50,14 @@ def train(work: Path) -> Path:
     corpus = work / "corpus"
     layout = load_layout(corpus) if (corpus / "corpus.json").exists() else generate_corpus(
         corpus, CorpusConfig(seed=PROXY_CORPUS_SEED, n_web=10, n_proxy_per_class=PER_CLASS, n_test_per_class=1))
-    for epochs in EPOCHS:
-        t0 = time.time()
-        result = run_pretrain(PretrainConfig(data=layout.proxy_dir, out=work / "run", epochs=epochs, batch_size=BATCH,
-                                             recipe=replace(get_recipe("tiny"), model=PROXY_MODEL), workers=1,
-                                             seed=SEED, device="cpu"))
-        print(f"trained {result.checkpoint} in {time.time() - t0:.0f} s", flush=True)
+    torch.set_num_threads(TORCH_THREADS)
+    t0 = time.time()
+    result = run_pretrain(PretrainConfig(data=layout.proxy_dir, out=work / "run", epochs=EPOCHS, batch_size=BATCH,
+                                         recipe=replace(get_recipe("tiny"), model=PROXY_MODEL), workers=1,
+                                         seed=SEED, device="cpu"))
+    seconds = time.time() - t0
+    (work / "train.json").write_text(json.dumps({"checkpoint": str(result.checkpoint), "seconds": round(seconds)}))
+    print(f"trained {result.checkpoint} in {seconds:.0f} s", flush=True)
     return result.checkpoint
 
 
@@ -55,10 +65,20 @@ def pack(work: Path) -> Path:
     from clipcov_cli.demo.proxy import pack_checkpoint
     from clipcov_cli.pretrain.adapter import checkpoints
 
+    import json
+
+    import open_clip
+    import torch
+
+    from clipcov_cli.models import builtin_config_path
+
     ckpt = checkpoints(work / "run")[-1]
+    trained = json.loads((work / "train.json").read_text()) if (work / "train.json").exists() else {}
     provenance = {"script": "scripts/train_demo_proxy.py", "proxy_corpus_seed": PROXY_CORPUS_SEED,
-                  "per_class": PER_CLASS, "epochs": list(EPOCHS), "batch_size": BATCH, "seed": SEED, "recipe": "tiny",
-                  "trained_checkpoint": ckpt.name}
+                  "per_class": PER_CLASS, "epochs": EPOCHS, "batch_size": BATCH, "seed": SEED, "recipe": "tiny",
+                  "torch_threads": TORCH_THREADS, "torch": str(torch.__version__), "open_clip": str(open_clip.__version__),
+                  "model_config": json.loads(builtin_config_path("clipcov-proxy").read_text()),
+                  "train_seconds": trained.get("seconds"), "trained_checkpoint": ckpt.name}
     out = pack_checkpoint(ckpt, provenance)
     print(f"packed {ckpt} -> {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return out

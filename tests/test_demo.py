@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 
-def test_demo_quick_end_to_end_and_resume(tmp_path):
+def test_demo_quick_end_to_end_and_resume(cli, tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "demo", "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=900)
+    r = cli.subprocess("demo", "--quick", "--out", out, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = {(row["method"], row["budget"]): row for row in results["rows"]}
@@ -25,10 +22,11 @@ def test_demo_quick_end_to_end_and_resume(tmp_path):
     assert rows[("clipcov", "10%")]["samples"] == 100
     # one seed: paired differences without an interval
     assert rows[("clipcov", "30%")]["vs"]["random"]["ci95"] is None
-    # the proxy ClipCov assumes: much stronger than the models trained on the subsets (the old
-    # proxy's labels were right for ~25%; the shipped one measures ~64%, short of the 80% target)
+    # the proxy ClipCov assumes: much stronger than the models trained on the subsets (the issue's
+    # target in --quick: >= 80% of the web split's class images labelled right; measured 98.7%)
     meta = results["meta"]
-    assert meta["proxy_label_accuracy"] >= 0.55, meta["proxy_labels"]
+    assert meta["proxy_label_accuracy"] >= 0.80, meta["proxy_labels"]
+    assert meta["proxy_provenance"]["epochs"] == 20 and meta["proxy_provenance"]["per_class"] == 400
     assert meta["proxy_labels"]["classes_used"] == 24
     assert meta["proxy_top1"] > max(max(r["top1"]) for r in rows.values())
     # the full corpus carries the generator's noise; ClipCov prefers aligned pairs
@@ -46,8 +44,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path):
     assert "Class histograms" in html and "proxy_label_accuracy" in html
     # re-running resumes: every stage is found complete
     t0 = time.time()
-    r2 = subprocess.run([sys.executable, "-m", "clipcov_cli", "demo", "--quick", "--out", str(out)],
-                        capture_output=True, text=True, timeout=600)
+    r2 = cli.subprocess("demo", "--quick", "--out", out, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == results["rows"]

@@ -22,8 +22,9 @@ Each method, budget and seed is selected, exported, trained and evaluated; re-ru
 def compare(
     dataset: Path = typer.Argument(..., help="Dataset folder (WebDataset shards) with embeddings/ from clipcov embed."),
     budget: List[str] = typer.Option(["10%", "30%"], "--budget", "-b", help="A budget (10%, 300k); repeat for several."),
-    methods: str = typer.Option("clipcov,random,clip-score,semdedup,negclip-loss", "--methods",
-                                help="Comma-separated select methods to compare."),
+    methods: str = typer.Option("clipcov,clipcov-kmeans,random,clip-score,semdedup,negclip-loss", "--methods",
+                                help="Comma-separated select methods to compare; clipcov-kmeans[:K] is ClipCov over K "
+                                     "k-means pseudo-classes [K: the embeddings' class count]."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Training seeds 0..N-1 (seeded methods re-select per seed)."),
     eval_data: Path = typer.Option(..., "--eval-data", help="Labelled test split for clipcov eval (WebDataset or image folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for subsets, runs, results.json and report.html."),

@@ -8,7 +8,8 @@ from pathlib import Path
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.select.methods import METHODS as SELECT_METHODS
 
-DEFAULT_METHODS = ("clipcov", "random", "clip-score", "semdedup", "negclip-loss")
+DEFAULT_METHODS = ("clipcov", "clipcov-kmeans", "random", "clip-score", "semdedup", "negclip-loss")
+KMEANS = "clipcov-kmeans"  # ClipCov over k-means pseudo-classes (`clipcov-kmeans:K`; K by default: the vocabulary's size)
 SEEDED = frozenset({"random", "semdedup", "negclip-loss"})  # methods whose selection depends on the seed
 BASELINES = ("random", "clip-score")  # every row gets its paired difference against these
 # the headline metric of each eval task, read by name in one place (compare.stages.read_metric)
@@ -26,6 +27,7 @@ class Variant:
     method: str
     params: tuple[tuple[str, object], ...] = ()
     labels: Path | None = None
+    kmeans: int | None = None  # labels made by the comparison: K k-means clusters (0: as many as the embeddings' classes)
 
     @property
     def seeded(self) -> bool:
@@ -33,9 +35,17 @@ class Variant:
 
 
 def builtin_variant(name: str) -> Variant:
-    """A variant by name: each select method under its own name."""
+    """A variant by name: each select method under its own name, and ``clipcov-kmeans[:K]``: ClipCov
+    with K k-means pseudo-classes of the proxy's image embeddings (`clipcov embed --relabel --classes
+    kmeans:K`; without K, as many clusters as the embeddings have classes)."""
+    base, _, k = name.partition(":")
+    if base == KMEANS:
+        if k and not (k.isdigit() and int(k) >= 1):
+            raise ClipcovError(f"{name!r}: K in {KMEANS}:K must be a positive integer")
+        # the row's name goes into folder names: no colon (clipcov-kmeans:50 -> clipcov-kmeans-50)
+        return Variant(name=f"{KMEANS}-{int(k)}" if k else KMEANS, method="clipcov", kmeans=int(k) if k else 0)
     if name not in SELECT_METHODS:
-        raise ClipcovError(f"unknown method {name!r}: use one of {', '.join(SELECT_METHODS)}")
+        raise ClipcovError(f"unknown method {name!r}: use one of {', '.join((*SELECT_METHODS, KMEANS + '[:K]'))}")
     return Variant(name=name, method=name)
 
 
@@ -46,7 +56,7 @@ class CompareConfig:
     eval_data: Path  # labelled test split for `clipcov eval`
     out: Path
     budgets: tuple[str, ...] = ("10%", "30%")
-    variants: tuple[Variant, ...] = tuple(Variant(m, m) for m in DEFAULT_METHODS)
+    variants: tuple[Variant, ...] = tuple(builtin_variant(m) for m in DEFAULT_METHODS)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     epochs: int = 8
     batch_size: int = 64

@@ -4,7 +4,7 @@ whole corpus at equal epochs and at equal steps; one eval per task; paired inter
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +55,7 @@ def run_compare(cfg: CompareConfig, echo: Callable[[str], None], extras: Extras 
     _check(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     log = extras.log or cfg.out / "compare.log"
+    cfg = replace(cfg, variants=tuple(stages.kmeans_labels(cfg, v, log) for v in cfg.variants))
     n = len(stages.all_keys(cfg))
     runs, ckpts = _train_all(cfg, n, echo, log)
     zs = stages.evaluate(cfg, ckpts, "zeroshot", log)
@@ -62,7 +63,8 @@ def run_compare(cfg: CompareConfig, echo: Callable[[str], None], extras: Extras 
     rt = stages.evaluate(cfg, ckpts, "retrieval", log)
     echo(f"evaluated {len(ckpts)} models on {cfg.eval_data}")
     rows = _rows(cfg, runs, zs, rt, n, bal)
-    notes = verdict(rows) + list(extras.notes)
+    mine = [v.name for v in cfg.variants if v.method == "clipcov"] or ["clipcov"]  # ClipCov under each grouping
+    notes = [line for name in mine for line in verdict(rows, name)] + list(extras.notes)
     seconds = time.time() - t0
     meta = {"title": extras.title, "seeds": list(cfg.seeds), "budgets": list(cfg.budgets), "epochs": cfg.epochs,
             "batch_size": cfg.batch_size, "model": cfg.model, "dataset": str(cfg.dataset), "eval_data": str(cfg.eval_data),

@@ -101,12 +101,50 @@ def embeddings_for(cfg: CompareConfig, variant: Variant) -> Path:
         raise ClipcovError(f"labels folder {variant.labels} of {variant.name} holds no labels_*.parquet")
     view = cfg.out / "embeddings" / variant.name
     view.mkdir(parents=True, exist_ok=True)
+    record = labels.parent / "clipcov.json"  # labels made by `embed --relabel` come with their own record
     for entry in cfg.embeddings.resolve().iterdir():
         if entry.name != "labels" and not (view / entry.name).exists():
-            (view / entry.name).symlink_to(entry)
+            (view / entry.name).symlink_to(record if entry.name == "clipcov.json" and record.is_file() else entry)
     if not (view / "labels").exists():
         (view / "labels").symlink_to(labels)
     return view
+
+
+def kmeans_labels(cfg: CompareConfig, variant: Variant, log: Path) -> Variant:
+    """A k-means variant with its labels folder: `clipcov embed --relabel --classes kmeans:K --seed 0`
+    run once on a view of the embeddings under ``out/labels/kmeans-K/`` (links to their parts, its
+    own clipcov.json and labels/). Other variants are returned as they are."""
+    import shutil
+    from dataclasses import replace
+
+    if variant.kmeans is None:
+        return variant
+    k = variant.kmeans or _class_count(cfg)
+    view = cfg.out / "labels" / f"kmeans-{k}"
+    if not _clustered(view, k):
+        view.mkdir(parents=True, exist_ok=True)
+        for entry in cfg.embeddings.resolve().iterdir():
+            if entry.name not in ("labels", "clipcov.json") and not (view / entry.name).exists():
+                (view / entry.name).symlink_to(entry)
+        shutil.copyfile(cfg.embeddings / "clipcov.json", view / "clipcov.json")  # --relabel rewrites it
+        clipcov_cli("embed", view, "--relabel", "--classes", f"kmeans:{k}", "--seed", 0, log=log)
+    return replace(variant, labels=view / "labels")
+
+
+def _class_count(cfg: CompareConfig) -> int:
+    path = cfg.embeddings / "clipcov.json"
+    count = ((json.loads(path.read_text()) if path.is_file() else {}).get("classes") or {}).get("count")
+    if not isinstance(count, int) or count < 1:
+        raise ClipcovError(f"{cfg.embeddings} records no class count: give K (clipcov-kmeans:K)")
+    return count
+
+
+def _clustered(view: Path, k: int) -> bool:
+    path = view / "clipcov.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    grouping = record.get("grouping") or {}
+    return (grouping.get("kind") == "kmeans" and grouping.get("k") == k and not record.get("labels_pending")
+            and any((view / "labels").glob("labels_*.parquet")))
 
 
 def select(cfg: CompareConfig, variant: Variant, budget: str, seed: int) -> Path:
