@@ -1,4 +1,7 @@
-"""Shared test fixtures. Tests write only under pytest's tmp_path and talk only to 127.0.0.1."""
+"""Shared test fixtures. Tests write only under pytest's tmp_path and talk only to 127.0.0.1.
+
+Helpers are imported one way only, as the ``tests`` package (``from tests.embed_helpers import ...``;
+pyproject's ``pythonpath`` puts the repository root on the path)."""
 
 from __future__ import annotations
 
@@ -6,13 +9,58 @@ import os
 
 import pytest
 
+from tests.cli_helpers import Runner
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
-@pytest.fixture()
-def cli(capsys, monkeypatch):
-    """The one CLI runner (tests/cli_helpers.py Runner): ``cli("select", ...)`` in-process,
-    ``cli.subprocess(...)`` where the process is what is tested."""
-    from tests.cli_helpers import Runner
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``-n N``) each worker gets its share of the cores for torch's (OpenMP) and
+    BLAS's thread pools (inherited by the commands' own processes), instead of N pools of all cores
+    contending. Set before any of them is imported; a value the caller set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(name, share)
 
+
+_share_the_cores()
+
+
+@pytest.fixture()
+def cli(capsys, monkeypatch) -> Runner:
+    """The one CLI runner (tests/cli_helpers.py Runner): ``cli("select", ...)`` in-process,
+    ``cli.subprocess(...)`` / ``cli.argv(...)`` / ``cli.shell(...)`` where the process is what is tested."""
     return Runner(capsys, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def fixture_cli() -> Runner:
+    """The same runner for module- and session-scoped fixtures (no capsys there): in-process runs
+    read their output through redirected streams."""
+    return Runner()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """Random ``clipcov-tiny`` weights (seed 0) as a state dict, made once: read-only for the tests."""
+    from tests.embed_helpers import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def vocab(tmp_path_factory):
+    """(classes.txt, templates.txt) of tests/embed_helpers.py's CLASSES and TEMPLATES, made once."""
+    from tests.embed_helpers import vocab_files
+
+    return vocab_files(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture()
+def pipeline_dataset(tmp_path):
+    """A dataset folder as the pipeline leaves it (tests/export_helpers.py pipeline_dataset)."""
+    from tests.export_helpers import pipeline_dataset
+
+    return pipeline_dataset(tmp_path)
