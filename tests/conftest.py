@@ -58,6 +58,36 @@ def vocab(tmp_path_factory):
     return vocab_files(tmp_path_factory.mktemp("vocab"))
 
 
+class WebCorpus:
+    """A generated web corpus (``layout``) served on 127.0.0.1 (``server``); ``url_list(path, n)`` writes
+    the URL list of its first ``n`` pairs (all if None)."""
+
+    def __init__(self, layout, server) -> None:
+        self.layout, self.server = layout, server
+
+    def url_list(self, path, n: int | None = None):
+        import pyarrow.parquet as pq
+
+        from clipcov_cli.corpus import write_url_list
+
+        write_url_list(self.layout, self.server.base_url, path)
+        if n is not None:
+            pq.write_table(pq.read_table(path).slice(0, n), path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def web(tmp_path_factory):
+    """The demo corpus generator's web pairs (240) behind one local HTTP server for the session:
+    read-only for the tests (a test that adds or breaks files serves its own corpus)."""
+    from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus
+
+    layout = generate_corpus(tmp_path_factory.mktemp("web") / "c",
+                             CorpusConfig(n_web=240, n_proxy_per_class=1, n_test_per_class=1))
+    with CorpusServer(layout.web_dir) as srv:
+        yield WebCorpus(layout, srv)
+
+
 @pytest.fixture()
 def pipeline_dataset(tmp_path):
     """A dataset folder as the pipeline leaves it (tests/export_helpers.py pipeline_dataset)."""

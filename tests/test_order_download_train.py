@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
+from clipcov_cli.corpus import CorpusConfig, generate_corpus
 from clipcov_cli.download import DownloadConfig, run_download
 from clipcov_cli.download.order import sort_parquet, sort_tar
 
@@ -61,12 +61,9 @@ def test_sort_tar_and_parquet_are_key_order_and_idempotent(tmp_path):
     assert sort_parquet(meta) is False
 
 
-def test_download_writes_samples_in_key_order(tmp_path):
-    layout = generate_corpus(tmp_path / "c", CorpusConfig(n_web=80, n_proxy_per_class=1, n_test_per_class=1))
-    with CorpusServer(layout.web_dir) as srv:
-        write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-        run_download(DownloadConfig(url_list=tmp_path / "urls.parquet", out_dir=tmp_path / "out", shard_size=40,
-                                    threads=8), echo=lambda m: None)
+def test_download_writes_samples_in_key_order(tmp_path, web):
+    run_download(DownloadConfig(url_list=web.url_list(tmp_path / "urls.parquet", 80), out_dir=tmp_path / "out",
+                                shard_size=40, threads=8), echo=lambda m: None)
     tars = sorted((tmp_path / "out").glob("*.tar"))
     assert len(tars) == 2
     for tar in tars:

@@ -125,18 +125,14 @@ def test_embed_kmeans_on_ray_equals_local(ray_cluster, corpus, tmp_path, cli):
 
 
 @pytest.mark.ray
-def test_download_ray_gives_the_same_samples_as_local(ray_cluster, tmp_path, cli):
-    from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
-
-    layout = generate_corpus(tmp_path / "c", CorpusConfig(n_web=60, n_proxy_per_class=1, n_test_per_class=1))
-    with CorpusServer(layout.web_dir) as srv:
-        write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-        runs = {}
-        for engine in ("local", "ray"):
-            out = tmp_path / engine
-            assert cli("download", tmp_path / "urls.parquet", "--out", out, "--shard-size", "25", "--threads", "4",
-                       "--extra-col", "uid", "--engine", engine).returncode == 0
-            runs[engine] = out
+def test_download_ray_gives_the_same_samples_as_local(ray_cluster, tmp_path, cli, web):
+    web.url_list(tmp_path / "urls.parquet", 60)
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        assert cli("download", tmp_path / "urls.parquet", "--out", out, "--shard-size", "25", "--threads", "4",
+                   "--extra-col", "uid", "--engine", engine).returncode == 0
+        runs[engine] = out
     import webdataset as wds
 
     def samples(out: Path) -> dict:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from clipcov_cli.commands import COMMANDS
-from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
 
 # What a command with nothing to do must not import (each costs 0.3-2 s at start and at exit).
 HEAVY = ("torch", "open_clip", "img2dataset", "webdataset", "numba", "ray", "scipy", "faiss", "sklearn")
@@ -38,7 +37,7 @@ def clipcov_probe(cli, *args):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, fixture_cli, tiny_weights, vocab) -> dict[str, Path]:
+def finished(tmp_path_factory, fixture_cli, web, tiny_weights, vocab) -> dict[str, Path]:
     """Finished download (2 shards), embed, random subset and export folders."""
     root = tmp_path_factory.mktemp("startup")
 
@@ -46,10 +45,8 @@ def finished(tmp_path_factory, fixture_cli, tiny_weights, vocab) -> dict[str, Pa
         r = fixture_cli(*args)
         assert r.returncode == 0, r.stderr[-3000:]
 
-    layout = generate_corpus(root / "corpus", CorpusConfig(n_web=40, n_proxy_per_class=1, n_test_per_class=1))
-    with CorpusServer(layout.web_dir) as srv:
-        write_url_list(layout, srv.base_url, root / "urls.parquet")
-        inproc("download", root / "urls.parquet", "--out", root / "data", "--shard-size", 20, "--threads", 4)
+    web.url_list(root / "urls.parquet", 40)
+    inproc("download", root / "urls.parquet", "--out", root / "data", "--shard-size", 20, "--threads", 4)
     classes, templates = vocab
     inproc("embed", root / "data", "--model", "clipcov-tiny", "--pretrained", tiny_weights,
            "--classes", classes, "--templates", templates, "--workers", 0, "--batch-size", 16)
