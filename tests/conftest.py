@@ -14,20 +14,6 @@ from tests.cli_helpers import Runner
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
-def _share_the_cores() -> None:
-    """Under pytest-xdist (``-n N``) each worker gets its share of the cores for torch's (OpenMP) and
-    BLAS's thread pools (inherited by the commands' own processes), instead of N pools of all cores
-    contending. Set before any of them is imported; a value the caller set is kept."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        share = str(max(1, (os.cpu_count() or 1) // workers))
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(name, share)
-
-
-_share_the_cores()
-
-
 @pytest.fixture()
 def cli(capsys, monkeypatch) -> Runner:
     """The one CLI runner (tests/cli_helpers.py Runner): ``cli("select", ...)`` in-process,
