@@ -56,10 +56,11 @@ def test_each_sample_at_most_once_per_epoch_with_several_workers(tmp_path, sizes
         assert n == sum(sizes) and argv[argv.index("--workers") + 1] == str(workers)
 
 
-def test_pretrain_says_its_epoch_and_leaves_nothing_in_the_temp_folder(tmp_path, cli):
+def test_pretrain_says_its_epoch_and_leaves_nothing_in_the_temp_folder(tmp_path, tmp_path_factory, cli):
     data_dir = make_shards(tmp_path / "wds", [16, 8])
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    # the loader's Unix sockets live under TMPDIR (at most 107 bytes with pymp-*/listener-*): a folder near
+    # pytest's base, not tmp_path, whose path is 10 bytes longer under pytest-xdist (popen-gwN/)
+    tmp = tmp_path_factory.mktemp("tmpdir")
     run = tmp_path / ("a-long-run-folder-name-" * 4) / "run"  # the loader's sockets must not live under it
     # a new process: Python reads TMPDIR once, and what is imported on start-up is part of the case
     r = cli.subprocess("pretrain", data_dir, "--out", run, "--epochs", "1", "--batch-size", "8", "--workers", "2",
