@@ -3,21 +3,15 @@ webdataset's TarWriter (plus the per-shard parquet), and a subset folder as `sel
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
-
-
-def clipcov(*args, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def jpeg(value: int, size: int = 24) -> bytes:
@@ -71,3 +65,26 @@ def read_back(shards: Path) -> list[dict]:
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> sha256): what "intact" means in the --overwrite tests."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def pipeline_dataset(tmp_path: Path) -> Path:
+    """A dataset folder as the pipeline leaves it: source shards plus embeddings/ with labels, in
+    ``tmp_path/parent/ds`` beside a user's own file ``tmp_path/parent/notes.txt``."""
+    from tests.select_helpers import clustered, write_embeddings_folder
+
+    ds = tmp_path / "parent" / "ds"
+    make_source(ds, shards=2, per=20)
+    V, T, labels, Z = clustered(40, 8, 3, seed=1)
+    keys = np.array([f"{s:05d}{i:04d}" for s in range(2) for i in range(20)])
+    sim = np.einsum("ij,ij->i", T.astype(np.float32), Z[labels])
+    emb = write_embeddings_folder(ds / "embeddings", V, T, keys, labels, sim, parts=2)
+    meta = json.loads((emb / "clipcov.json").read_text())
+    (emb / "clipcov.json").write_text(json.dumps(meta | {"dataset_dir": str(ds.resolve())}))
+    (tmp_path / "parent" / "notes.txt").write_text("the user's own file\n")
+    return ds

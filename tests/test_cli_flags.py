@@ -4,24 +4,14 @@ tools' spellings answered with a one-line "did you mean"."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from select_helpers import clustered, write_embeddings_folder  # noqa: E402
+from tests.select_helpers import clustered, write_embeddings_folder
 
 COMMANDS = ("download", "embed", "select", "export", "pretrain", "eval", "demo")
-
-
-def clipcov(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
 
 
 def flat(text: str) -> str:
@@ -37,8 +27,8 @@ def click_command(name: str):
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_every_default_is_visible_in_help(name):
-    r = clipcov(name, "--help", env={"COLUMNS": "100"})
+def test_every_default_is_visible_in_help(name, cli):
+    r = cli(name, "--help", env={"COLUMNS": "100"})
     assert r.returncode == 0, r.stderr
     shown = flat(r.stdout)
     unwrapped = shown.replace("- ", "-")  # click breaks long words after a hyphen
@@ -53,7 +43,7 @@ def test_every_default_is_visible_in_help(name):
     assert not re.search(r"\s\.(\s|$)", shown), shown  # no help ending in " ." where a default was meant
 
 
-def test_closed_sets_are_the_librarys_and_offered_as_choices():
+def test_closed_sets_are_the_librarys_and_offered_as_choices(cli):
     from clipcov_cli.commands import options
     from clipcov_cli.distribute.base import ENGINES
     from clipcov_cli.download.config import INPUT_FORMATS, RESIZE_MODES
@@ -67,11 +57,11 @@ def test_closed_sets_are_the_librarys_and_offered_as_choices():
     assert options.ENGINES == ENGINES and options.PRECISIONS == PRECISIONS and options.TASKS == TASKS
     assert set(options.INPUT_FORMATS) == set(INPUT_FORMATS) and options.RESIZE_MODES == RESIZE_MODES
     assert options.RECIPES == tuple(RECIPES)
-    r = clipcov("select", "--help", env={"COLUMNS": "100"})
+    r = cli("select", "--help", env={"COLUMNS": "100"})
     assert "<clipcov|random|clip-score|semdedup|negclip-loss>" in r.stdout and "<auto|exact|mean>" in r.stdout
-    r = clipcov("select", ".", "--budget", "1", "--method", "clipkov")
+    r = cli("select", ".", "--budget", "1", "--method", "clipkov")
     assert r.returncode == 2 and "unknown --method 'clipkov': use one of clipcov, random" in r.stderr and "negclip-loss" in r.stderr
-    r = clipcov("pretrain", ".", "--out", "x", "--device", "gpu")
+    r = cli("pretrain", ".", "--out", "x", "--device", "gpu")
     assert r.returncode == 2 and "unknown --device 'gpu'" in r.stderr and "cuda:N" in r.stderr and r.stderr.count("\n") == 1
 
 
@@ -83,8 +73,8 @@ def test_closed_sets_are_the_librarys_and_offered_as_choices():
     ("clipcov embed --device c", ["cpu", "cuda"]),
     ("clipcov download x --engine ", ["local", "ray"]),
 ])
-def test_shell_completion_offers_the_choices(words, expected):
-    r = clipcov(env={"_CLIPCOV_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))})
+def test_shell_completion_offers_the_choices(words, expected, cli):
+    r = cli(env={"_CLIPCOV_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == expected
 
@@ -99,8 +89,8 @@ def test_shell_completion_offers_the_choices(words, expected):
     (("export", "subset/", "--output_folder", "x"), "did you mean --out?"),
     (("pretrain", "subset/", "--train-data", "x.tar"), "did you mean DATA (the first argument)?"),
 ])
-def test_other_tools_spellings_get_a_did_you_mean(args, hint):
-    r = clipcov(*args)
+def test_other_tools_spellings_get_a_did_you_mean(args, hint, cli):
+    r = cli(*args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: no such option") and hint in r.stderr, r.stderr
 
@@ -119,10 +109,10 @@ def emb_dir(tmp_path):
     return write_embeddings_folder(tmp_path / "emb", V, T, np.array([f"{i:09d}" for i in range(60)]), labels, sims)
 
 
-def test_renamed_flags_keep_their_old_name_with_a_warning(emb_dir, tmp_path):
-    new = clipcov("select", emb_dir, "--budget", "20", "--method", "negclip-loss", "--batch-size", "16",
+def test_renamed_flags_keep_their_old_name_with_a_warning(emb_dir, tmp_path, cli):
+    new = cli("select", emb_dir, "--budget", "20", "--method", "negclip-loss", "--batch-size", "16",
                   "--threads", "1", "--out", tmp_path / "a", "--print-keys")
-    old = clipcov("select", emb_dir, "--budget", "20", "--method", "negclip-loss", "--batch", "16",
+    old = cli("select", emb_dir, "--budget", "20", "--method", "negclip-loss", "--batch", "16",
                   "--workers", "1", "--out", tmp_path / "b", "--print-keys")
     assert new.returncode == 0 and old.returncode == 0, old.stderr
     assert new.stdout == old.stdout and len(new.stdout.split()) == 20
@@ -130,11 +120,11 @@ def test_renamed_flags_keep_their_old_name_with_a_warning(emb_dir, tmp_path):
     assert "--workers is deprecated" in old.stderr and "use --threads" in old.stderr
     assert "deprecated" not in new.stderr
     assert '"batch": 16' in (tmp_path / "b" / "manifest.json").read_text().replace(" ", "").replace('"batch":16', '"batch": 16')
-    help_text = clipcov("select", "--help").stdout
+    help_text = cli("select", "--help").stdout
     assert "--workers" not in help_text and "--batch " not in help_text  # hidden
 
 
 @pytest.mark.parametrize("name", ["embed", "eval"])
-def test_templates_say_c_everywhere(name):
-    r = clipcov(name, "--help", env={"COLUMNS": "100"})
+def test_templates_say_c_everywhere(name, cli):
+    r = cli(name, "--help", env={"COLUMNS": "100"})
     assert "{c}" in r.stdout

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import webdataset as wds
 
 from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
 from clipcov_cli.download import DownloadConfig, run_download
-from tests.cli_helpers import clipcov_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = CorpusConfig(n_web=120, n_proxy_per_class=1, n_test_per_class=1)
@@ -88,12 +86,12 @@ def test_official_headerless_formats_with_recipe_only(corpus, tmp_path, recipe, 
     assert r.stdout == ""  # img2dataset's chatter goes to the log, not stdout
 
 
-def test_kill_and_resume_completes_without_duplicates(corpus, tmp_path):
+def test_kill_and_resume_completes_without_duplicates(corpus, tmp_path, cli):
     layout, srv = corpus
     write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-    args = clipcov_argv("download", tmp_path / "urls.parquet", "--out", tmp_path / "out", "--shard-size", "10",
-                        "--threads", "2", "--extra-col", "uid")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = ("download", tmp_path / "urls.parquet", "--out", tmp_path / "out", "--shard-size", "10",
+            "--threads", "2", "--extra-col", "uid")
+    proc = subprocess.Popen(cli.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "out").glob("*_stats.json")):
         time.sleep(0.05)
@@ -101,7 +99,7 @@ def test_kill_and_resume_completes_without_duplicates(corpus, tmp_path):
     proc.wait()
     done_before = len(list((tmp_path / "out").glob("*_stats.json")))
     assert 1 <= done_before < 12
-    r = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    r = cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "already done" in r.stderr
     samples = read_shards(tmp_path / "out")

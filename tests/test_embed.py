@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -18,22 +17,21 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import embed_helpers as h  # noqa: E402
-
-from clipcov_cli.cli import main  # noqa: E402
-from clipcov_cli.embed import EmbedConfig, ModelSpec, load_model, load_vocabulary, run_embed  # noqa: E402
-from clipcov_cli.errors import ClipcovError  # noqa: E402
+from clipcov_cli.embed import EmbedConfig, ModelSpec, load_model, load_vocabulary, run_embed
+from clipcov_cli.errors import ClipcovError
+from tests import embed_helpers as h
+from tests.cli_helpers import one_error_line
+from tests.export_helpers import tree
 
 torch.set_num_threads(1)  # runs use --threads 1 (in-process and in subprocesses): bitwise comparisons
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny_weights, vocab):
     root = tmp_path_factory.mktemp("embed")
     keys = h.make_dataset(root / "data", shards=3, per_shard=12)
-    ckpt = h.tiny_checkpoint(root / "tiny.pt")
-    classes, templates = h.vocab_files(root)
+    ckpt = tiny_weights
+    classes, templates = vocab
     return {"root": root, "data": root / "data", "keys": keys, "ckpt": ckpt, "classes": classes, "templates": templates}
 
 
@@ -49,14 +47,6 @@ def embedded(env):
     out = env["root"] / "emb"
     summary = run_embed(config(env, out))
     return out, summary
-
-
-def cli(*args: str) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def tar_keys(path: Path) -> list[str]:
@@ -147,17 +137,18 @@ def test_embeddings_and_labels_equal_brute_force(env, embedded):
         check_labels(out, part, np.load(out / "labels" / "class_emb.npy"))
 
 
-def test_finished_folder_left_alone_and_other_model_refused(env, embedded, capsys):
+def test_finished_folder_left_alone_and_other_model_refused(env, embedded, cli):
     out, _ = embedded
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     summary = run_embed(config(env, out))
     assert summary.already_complete and {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     other = h.tiny_checkpoint(env["root"] / "other.pt", seed=1)
-    assert cli("embed", env["data"], "--out", out, "--model", "clipcov-tiny", "--pretrained", other,
-               "--classes", env["classes"], "--templates", env["templates"], "--workers", "0") == 2
-    err = capsys.readouterr().err
+    r = cli("embed", env["data"], "--out", out, "--model", "clipcov-tiny", "--pretrained", other,
+            "--classes", env["classes"], "--templates", env["templates"], "--workers", "0")
+    err = r.stderr
+    assert r.returncode == 2, err
     assert "different" in err and "--overwrite" in err and "Traceback" not in err
-    assert cli("embed", env["data"], "--out", out, "--classes", "imagenet1k", "--workers", "0") == 2  # vocabulary
+    assert cli("embed", env["data"], "--out", out, "--classes", "imagenet1k", "--workers", "0").returncode == 2  # vocabulary
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
@@ -171,7 +162,7 @@ def test_overwrite_recomputes_with_other_weights(env, embedded, tmp_path):
     assert manifest["weights_sha256"] != first and manifest["complete"] and manifest["rows"] == 36
 
 
-def test_kill_after_first_part_then_resume_is_bit_identical(env, embedded, tmp_path):
+def test_kill_after_first_part_then_resume_is_bit_identical(env, embedded, tmp_path, cli):
     """Shard 00001 is a FIFO, so the run blocks there after finishing 00000 (and 00002): SIGKILL it,
     put the real shard back, re-run: the folder equals an uninterrupted run's, byte for byte."""
     data = tmp_path / "data"
@@ -181,9 +172,9 @@ def test_kill_after_first_part_then_resume_is_bit_identical(env, embedded, tmp_p
     real.unlink()
     os.mkfifo(real)
     out = tmp_path / "emb"
-    args = [sys.executable, "-m", "clipcov_cli", "embed", str(data), "--out", str(out), "--model", "clipcov-tiny",
-            "--pretrained", str(env["ckpt"]), "--classes", str(env["classes"]), "--templates", str(env["templates"]),
-            "--batch-size", "5", "--workers", "2", "--device", "cpu", "--threads", "1"]
+    args = cli.argv("embed", data, "--out", out, "--model", "clipcov-tiny", "--pretrained", env["ckpt"],
+                    "--classes", env["classes"], "--templates", env["templates"], "--batch-size", "5", "--workers", "2",
+                    "--device", "cpu", "--threads", "1")
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     manifest_path, deadline = out / "clipcov.json", time.time() + 60
@@ -207,7 +198,7 @@ def test_kill_after_first_part_then_resume_is_bit_identical(env, embedded, tmp_p
     assert folder_bytes(out) == folder_bytes(reference)
 
 
-def test_bad_samples_skipped_and_reported(env, tmp_path):
+def test_bad_samples_skipped_and_reported(env, tmp_path, cli):
     rng = np.random.default_rng(5)
     data = tmp_path / "data"
     s0 = [h.sample(0, i, rng) for i in range(8)]
@@ -222,7 +213,8 @@ def test_bad_samples_skipped_and_reported(env, tmp_path):
     h.write_shard(data, 2, [h.sample(2, i, rng) for i in range(4)])
     out = tmp_path / "emb"
     assert cli("embed", data, "--out", out, "--model", "clipcov-tiny", "--pretrained", env["ckpt"],
-               "--classes", env["classes"], "--templates", env["templates"], "--workers", "2", "--batch-size", "3") == 0
+               "--classes", env["classes"], "--templates", env["templates"], "--workers", "2",
+               "--batch-size", "3").returncode == 0
     manifest = json.loads((out / "clipcov.json").read_text())
     assert manifest["complete"]
     assert manifest["skipped"]["decode_error"] == 1 and manifest["skipped"]["empty_caption"] == 1
@@ -240,15 +232,16 @@ def test_bad_samples_skipped_and_reported(env, tmp_path):
     check_labels(out, "00001", np.load(out / "labels" / "class_emb.npy"))
 
 
-def test_checkpoint_needing_unpickling_is_refused(env, tmp_path, capsys):
+def test_checkpoint_needing_unpickling_is_refused(env, tmp_path, cli):
     import argparse
 
     state = torch.load(env["ckpt"], weights_only=True)
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": state, "args": argparse.Namespace(lr=0.1)}, evil)
     out = tmp_path / "emb"
-    assert cli("embed", env["data"], "--out", out, "--model", "clipcov-tiny", "--pretrained", evil) == 2
-    err = capsys.readouterr().err.strip()
+    r = cli("embed", env["data"], "--out", out, "--model", "clipcov-tiny", "--pretrained", evil)
+    err = r.stderr.strip()
+    assert r.returncode == 2, err
     assert "refusing" in err and "unpickling" in err and len(err.splitlines()) == 1
     assert not out.exists()
 
@@ -271,13 +264,13 @@ def test_open_clip_train_checkpoint_and_model_config(env, tmp_path):
         load_model(ModelSpec(model_config=path, pretrained=str(env["ckpt"]), device="cpu"))  # 64-d weights
 
 
-def test_relabel_recomputes_only_labels(env, tmp_path):
+def test_relabel_recomputes_only_labels(env, tmp_path, cli):
     out = tmp_path / "emb"
     run_embed(config(env, out, workers=0))
     new_classes = tmp_path / "animals.txt"
     new_classes.write_text("zebra\ngiraffe\nelephant\nlion\n")
     before = folder_bytes(out)
-    assert cli("embed", "--relabel", "--classes", new_classes, "--templates", env["templates"], out) == 0
+    assert cli("embed", "--relabel", "--classes", new_classes, "--templates", env["templates"], out).returncode == 0
     after = folder_bytes(out)
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed and all(k.startswith("labels/") or k == "clipcov.json" for k in changed)
@@ -295,16 +288,32 @@ def test_relabel_recomputes_only_labels(env, tmp_path):
         run_embed(EmbedConfig(dataset_dir=None, out_dir=out, relabel=True, pretrained=str(other), device="cpu"))
 
 
-def test_user_errors_are_one_line(env, tmp_path, capsys):
-    assert cli("embed", tmp_path / "nope") == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_user_errors_are_one_line(env, tmp_path, cli):
+    r = cli("embed", tmp_path / "nope")
+    assert r.returncode == 2 and "does not exist" in r.stderr
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    assert cli("embed", env["data"], "--out", foreign, "--model", "clipcov-tiny", "--pretrained", env["ckpt"]) == 2
-    assert "not a clipcov embeddings folder" in capsys.readouterr().err
+    r = cli("embed", env["data"], "--out", foreign, "--model", "clipcov-tiny", "--pretrained", env["ckpt"])
+    assert r.returncode == 2 and "not a clipcov embeddings folder" in r.stderr
     bad = tmp_path / "bad_templates.txt"
     bad.write_text("a photo\n")
-    assert cli("embed", env["data"], "--out", tmp_path / "x", "--templates", bad) == 2
-    assert "exactly one {}" in capsys.readouterr().err
+    r = cli("embed", env["data"], "--out", tmp_path / "x", "--templates", bad)
+    assert r.returncode == 2 and "exactly one {}" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("where", ["dataset", "parent", "clip-retrieval"])
+def test_overwrite_never_deletes_data(tmp_path, pipeline_dataset, where, cli, tiny_weights, vocab):
+    dataset = pipeline_dataset  # tests/conftest.py: source shards plus embeddings/ with labels
+    classes, templates = vocab
+    out = {"dataset": dataset, "parent": dataset.parent, "clip-retrieval": tmp_path / "cr"}[where]
+    if where == "clip-retrieval":  # another tool's embeddings folder (no clipcov.json)
+        (out / "img_emb").mkdir(parents=True)
+        np.save(out / "img_emb" / "img_emb_0.npy", np.ones((2, 4), np.float16))
+    before = tree(tmp_path)
+    line = one_error_line(cli("embed", dataset, "--out", out, "--overwrite", "--model", "clipcov-tiny",
+                              "--pretrained", tiny_weights, "--classes", classes, "--templates", templates,
+                              "--workers", "0"))
+    assert "--overwrite refused" in line
+    assert tree(tmp_path) == before

@@ -4,20 +4,16 @@ odd tars, the metadata table, the manifest bookkeeping."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import embed_helpers as h  # noqa: E402
-
-from clipcov_cli.embed import manifest as mf  # noqa: E402
-from clipcov_cli.embed.labels import label_agreement, pseudo_labels  # noqa: E402
-from clipcov_cli.embed.vocab import load_vocabulary  # noqa: E402
-from clipcov_cli.embed.writer import metadata_table  # noqa: E402
-from clipcov_cli.errors import ClipcovError  # noqa: E402
+from clipcov_cli.embed import manifest as mf
+from clipcov_cli.embed.labels import label_agreement, pseudo_labels
+from clipcov_cli.embed.vocab import load_vocabulary
+from clipcov_cli.embed.writer import metadata_table
+from clipcov_cli.errors import ClipcovError
+from tests import embed_helpers as h
 
 
 def unit(rng, n, d):

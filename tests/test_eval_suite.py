@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from tests.cli_helpers import run_inproc
 
 from tests import embed_helpers as h
 
@@ -52,26 +51,22 @@ def write_retrieval(folder, n: int, seed: int):
     (folder / "dataset_type.txt").write_text("retrieval\n")
 
 
-def run(capsys, *args):
-    r = run_inproc(capsys, *args)
-    return r.returncode, r.stdout, r.stderr
-
-
 @pytest.fixture(scope="module")
-def suite_root(tmp_path_factory):
+def suite_root(tmp_path_factory, tiny_weights):
     root = tmp_path_factory.mktemp("bench")
     data = root / "evalsets"
     write_classification(data / "wds_cifar10_test", 30, 6, seed=1)
     write_classification(data / "wds_vtab-pets_test", 20, 3, seed=2, shards=1)  # < 5 classes: no acc5
     write_retrieval(data / "wds_flickr30k_test", 12, seed=3)
-    ckpt = h.tiny_checkpoint(root / "tiny.pt", seed=0)
+    ckpt = tiny_weights
     return root, data, ckpt
 
 
-def test_suite_rows_average_and_agreement_with_clipcov_eval(suite_root, capsys):
+def test_suite_rows_average_and_agreement_with_clipcov_eval(suite_root, cli):
     root, data, ckpt = suite_root
-    code, out, err = run(capsys, "eval", ckpt, "--suite", "datacomp", "--data", data, "--model", "clipcov-tiny",
-                         "--out", root / "ev", "--device", "cpu", "--batch-size", "8")
+    r = cli("eval", ckpt, "--suite", "datacomp", "--data", data, "--model", "clipcov-tiny", "--out", root / "ev",
+            "--device", "cpu", "--batch-size", "8")
+    code, out, err = r.returncode, r.stdout, r.stderr
     assert code == 0, err
     rows = json.loads((root / "ev" / "results.json").read_text())
     by = {(r["task"], r["metric"]): r["value"] for r in rows}
@@ -97,17 +92,16 @@ def test_suite_rows_average_and_agreement_with_clipcov_eval(suite_root, capsys):
             sink.write({"__key__": s["__key__"], "webp": s["webp"], "cls": s["cls"]})
     (flat / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
     (flat / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
-    code, _, err = run(capsys, "eval", ckpt, "--data", flat, "--model", "clipcov-tiny", "--out", root / "own",
-                       "--device", "cpu")
-    assert code == 0, err
+    r = cli("eval", ckpt, "--data", flat, "--model", "clipcov-tiny", "--out", root / "own", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
     own = {r["metric"]: r["value"] for r in json.loads((root / "own" / "results.json").read_text())}
     assert own.get("top1", own.get("acc1")) == pytest.approx(by[("cifar10", "acc1")], abs=1e-9)
 
 
-def test_suite_errors(suite_root, tmp_path, capsys):
+def test_suite_errors(suite_root, tmp_path, cli):
     root, data, ckpt = suite_root
-    code, _, err = run(capsys, "eval", ckpt, "--suite", "nope", "--data", data, "--model", "clipcov-tiny")
-    assert code == 2 and "unknown --suite 'nope'" in err
-    code, _, err = run(capsys, "eval", ckpt, "--suite", "paper", "--data", tmp_path, "--model", "clipcov-tiny")
-    assert code == 2 and "no task of the suite is under" in err and "wds_imagenet1k_test" in err
+    r = cli("eval", ckpt, "--suite", "nope", "--data", data, "--model", "clipcov-tiny")
+    assert r.returncode == 2 and "unknown --suite 'nope'" in r.stderr
+    r = cli("eval", ckpt, "--suite", "paper", "--data", tmp_path, "--model", "clipcov-tiny")
+    assert r.returncode == 2 and "no task of the suite is under" in r.stderr and "wds_imagenet1k_test" in r.stderr
     assert not (tmp_path / "results.json").exists()

@@ -3,16 +3,14 @@ named for any subset, and images decoded as they are encoded (not all held in me
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
+import pytest
 import webdataset as wds
 
+from clipcov_cli.errors import ClipcovError
 from clipcov_cli.evaluate.data import load_eval_set
 from clipcov_cli.evaluate.metrics import mean_per_class_recall, topk_accuracy
-from export_helpers import jpeg
+from tests.export_helpers import jpeg
 
 
 def test_mean_per_class_recall_on_an_imbalanced_set():
@@ -37,7 +35,7 @@ def test_imagenet_synset_folders_are_named_for_any_subset(tmp_path):
     assert list(es.labels) == [0, 1, 2]
 
 
-def test_loading_the_set_does_not_keep_decoded_images(tmp_path):
+def test_loading_the_set_does_not_keep_decoded_images(tmp_path, cli):
     """Resident memory after loading 150 shard images of 256x256 (29 MB decoded): the old loader
     kept every decoded image; the set now holds labels and captions and decodes while encoding."""
     from PIL import Image
@@ -59,7 +57,7 @@ def test_loading_the_set_does_not_keep_decoded_images(tmp_path):
         "before = rss()\n"
         "es = load_eval_set(Path(sys.argv[1]), None)\n"
         "print(rss() - before, len(es.labels))\n")
-    r = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=120)
+    r = cli.python(script, root)  # a fresh interpreter: its resident memory is the set's
     assert r.returncode == 0, r.stderr[-2000:]
     grown, n = map(int, r.stdout.split())
     assert n == 150
@@ -73,3 +71,11 @@ def test_eval_templates_take_c_or_empty_braces(tmp_path):
 
     (tmp_path / "t.txt").write_text("a photo of a {}.\na {c} in the wild.\n")
     assert templates_for(tmp_path, str(tmp_path / "t.txt")) == ("a photo of a {c}.", "a {c} in the wild.")
+
+
+def test_eval_on_an_undecodable_image_is_one_line(tmp_path):
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "data" / "cat" / "a.jpg").write_text("<html>not an image</html>")
+    es = load_eval_set(tmp_path / "data", None)  # images are decoded as they are encoded (streamed)
+    with pytest.raises(ClipcovError, match=r"a\.jpg cannot be decoded"):
+        list(es.images())

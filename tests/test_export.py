@@ -9,14 +9,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from clipcov_cli.errors import ClipcovError, JobFailed
 from clipcov_cli.export import ExportConfig, run_export
-from export_helpers import clipcov, folder_bytes, make_source, make_subset, read_back
+from tests.cli_helpers import one_error_line
+from tests.export_helpers import folder_bytes, make_source, make_subset, read_back, tree
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +92,12 @@ def test_reads_back_with_open_clip_train_loader(tmp_path):
     assert set(texts) == want  # every selected caption, nothing else
 
 
-def test_killed_export_resumes_to_identical_shards_and_manifest(tmp_path):
+def test_killed_export_resumes_to_identical_shards_and_manifest(tmp_path, cli):
     samples = make_source(tmp_path / "data", shards=6, per=500)
     keys = sorted(samples)[::2]
     sub = make_subset(tmp_path / "s", keys, tmp_path / "data")
-    cmd = [sys.executable, "-m", "clipcov_cli", "export", str(sub), "--shard-size", "10", "--workers", "2"]
-    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    args = ("export", sub, "--shard-size", "10", "--workers", "2")
+    assert cli(*args).returncode == 0
     reference = folder_bytes(sub / "shards")
     shutil.rmtree(sub / "shards")
 
@@ -105,7 +105,7 @@ def test_killed_export_resumes_to_identical_shards_and_manifest(tmp_path):
     for marker_dir in ("src", "out"):  # kill once in phase 1, once in phase 2
         # its own process group: the kill takes its pool's workers too (as a shell's kill of a job does),
         # so none is left behind
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cli.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and not any((sub / "shards" / ".work" / marker_dir).glob("*.json")):
             time.sleep(0.002)
@@ -117,16 +117,16 @@ def test_killed_export_resumes_to_identical_shards_and_manifest(tmp_path):
             pass
         proc.wait()
     assert killed >= 1 and not (sub / "shards" / "manifest.json").exists()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    r = cli(*args)
     assert r.returncode == 0, r.stderr
     assert folder_bytes(sub / "shards") == reference  # every shard, sizes.json and manifest.json
     assert sorted(p.name for p in (sub / "shards").iterdir()) == sorted(reference)  # no .work, no lock, no temp
 
 
-def test_missing_keys_are_an_error_or_recorded(tmp_path, source):
+def test_missing_keys_are_an_error_or_recorded(tmp_path, source, cli):
     data, _, keys = source
     sub = make_subset(tmp_path / "s", keys + ["99999999"], data)
-    r = clipcov("export", sub)
+    r = cli("export", sub)
     assert r.returncode == 2 and "99999999" in r.stderr and "--allow-missing" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (sub / "shards").exists()
     res = run_export(ExportConfig(subset_dir=sub, allow_missing=True))
@@ -160,14 +160,14 @@ def test_keys_that_could_escape_are_refused(tmp_path, source, bad):
     assert not (sub / "shards").exists()
 
 
-def test_cli_errors_are_one_line_with_exit_2(tmp_path, source):
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, source, cli):
     data, _, keys = source
-    r = clipcov("export", tmp_path / "nope")
+    r = cli("export", tmp_path / "nope")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr
     sub = make_subset(tmp_path / "s", ["../x"] + keys[:2], data)
-    r = clipcov("export", sub)
+    r = cli("export", sub)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unsafe key" in r.stderr
-    r = clipcov("export", "--help")
+    r = cli("export", "--help")
     assert r.returncode == 0 and "Examples" in r.stdout and "--allow-missing" in r.stdout
 
 
@@ -258,3 +258,44 @@ def test_another_source_dataset_is_never_reused(tmp_path):
     back = read_back(res.out_dir)
     assert [s["__key__"] for s in back] == keys
     assert all(s["jpg"] == other[s["__key__"]]["jpg"] for s in back)
+
+
+@pytest.mark.parametrize("with_parquet", [True, False])
+def test_truncated_source_shard_exports_what_is_readable_with_allow_missing(tmp_path, with_parquet, cli):
+    samples = make_source(tmp_path / "data", shards=2, per=10)
+    tar = tmp_path / "data" / "00001.tar"
+    raw = tar.read_bytes()
+    tar.write_bytes(raw[: len(raw) // 2 + 100])  # cut inside a member, as a partial copy leaves it
+    if not with_parquet:  # the keys then come from the tar's headers
+        (tmp_path / "data" / "00001.parquet").unlink()
+    import webdataset as wds
+
+    readable = [s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False, handler=wds.ignore_and_stop)]
+    sub = make_subset(tmp_path / "s", sorted(samples), tmp_path / "data")
+    line = one_error_line(cli("export", sub))
+    assert "--allow-missing" in line and ("00001.tar (truncated)" in line or not with_parquet)
+    res = run_export(ExportConfig(subset_dir=sub, allow_missing=True))
+    got = [s["__key__"] for s in read_back(sub / "shards")]
+    assert set(got) >= {k for k in samples if k.startswith("00000")}
+    assert set(readable[:-1]) <= set(got) - {k for k in samples if k.startswith("00000")} <= set(readable)
+    assert len(got) + len(res.missing) == len(samples) and len(res.missing) >= 10 - len(readable)
+    for s in read_back(sub / "shards"):  # what was copied is byte-identical
+        assert s["jpg"] == samples[s["__key__"]]["jpg"]
+    again = cli("export", sub, "--allow-missing")  # a re-run finds it complete
+    assert again.returncode == 0 and "already complete" in again.stderr
+
+
+def test_export_overwrite_refuses_the_dataset_parent_and_foreign_files(tmp_path, pipeline_dataset, cli):
+    dataset = pipeline_dataset  # tests/conftest.py
+    subset = tmp_path / "subset"
+    assert cli("select", dataset, "--budget", "10", "--method", "random", "--out", subset).returncode == 0
+    before = tree(tmp_path)
+    for out in (dataset.parent, tmp_path):
+        line = one_error_line(cli("export", subset, "--out", out, "--overwrite"))
+        assert "--overwrite refused" in line and "contains the input" in line
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "00000.txt").write_text("mine")
+    line = one_error_line(cli("export", subset, "--out", mine, "--overwrite"))
+    assert "not written by clipcov export" in line and (mine / "00000.txt").read_text() == "mine"
+    assert tree(tmp_path) == before | {"mine/00000.txt": hashlib.sha256(b"mine").hexdigest()}

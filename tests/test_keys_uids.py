@@ -11,12 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipcov_cli.utils.uids import UID_DTYPE, read_uids
-from tests.cli_helpers import run_inproc
-from tests.export_helpers import clipcov, make_source, read_back
+from tests.export_helpers import make_source, read_back
 from tests.select_helpers import clustered, write_embeddings_folder
-
-import subprocess
-import sys
 
 
 def uid_of(key: str) -> str:
@@ -37,49 +33,39 @@ def source(tmp_path_factory):
     return root, samples
 
 
-def inproc(capsys, monkeypatch, *args, input: str | None = None):
-    """The command in this interpreter (fast: for the error cases), stdin from ``input``."""
-    return run_inproc(capsys, *args, input=input, monkeypatch=monkeypatch)
-
-
-def run_stdin(*args, input: str):
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, input=input)
-
-
-def test_export_keys_from_a_file_and_from_stdin(source, tmp_path):
+def test_export_keys_from_a_file_and_from_stdin(source, tmp_path, cli):
     data, samples = source
     keys = ["000020005", "000000003", "000010019", "000000000"]  # any order: exported in this order
     (tmp_path / "keys.txt").write_text("\n".join(keys) + "\n\n")
-    r = clipcov("export", "--keys", tmp_path / "keys.txt", "--dataset", data, "--out", tmp_path / "a")
+    r = cli("export", "--keys", tmp_path / "keys.txt", "--dataset", data, "--out", tmp_path / "a")
     assert r.returncode == 0, r.stderr
     got = read_back(tmp_path / "a")
     assert [s["__key__"] for s in got] == keys
     assert all(s["txt"] == samples[s["__key__"]]["txt"] for s in got)
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["count"] == 4 and m["source"]["keys"] == str((tmp_path / "keys.txt").resolve()) and m["source"]["subset_dir"] is None
-    r = run_stdin("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "b", input="\r\n".join(keys) + "\r\n")
+    r = cli("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "b", input="\r\n".join(keys) + "\r\n")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "b" / "00000.tar").read_bytes() == (tmp_path / "a" / "00000.tar").read_bytes()
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["source"]["keys"] == "stdin"
 
 
-def test_unknown_keys_are_an_error_listing_the_first_few(source, tmp_path):
+def test_unknown_keys_are_an_error_listing_the_first_few(source, tmp_path, cli):
     data, _ = source
     keys = ["000000001"] + [f"nope{i}" for i in range(7)]
-    r = run_stdin("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "o", input="\n".join(keys))
+    r = cli("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "o", input="\n".join(keys))
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert "7 selected key(s) are not in" in line and "nope0, nope1, nope2, nope3, nope4 ..." in line
     assert "--allow-missing" in line and not (tmp_path / "o").exists()
-    r = run_stdin("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "o", "--allow-missing",
+    r = cli("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "o", "--allow-missing",
                   input="\n".join(keys))
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["count"] == 1 and m["missing"] == keys[1:]
 
 
-def test_key_list_errors(source, tmp_path, capsys, monkeypatch):
+def test_key_list_errors(source, tmp_path, cli):
     data, _ = source
     (tmp_path / "k.txt").write_text("000000001\n")
     for args, msg in [(("--keys", tmp_path / "k.txt", "--out", tmp_path / "o"), "needs --dataset DIR (the source shards) and --out DIR"),
@@ -87,13 +73,13 @@ def test_key_list_errors(source, tmp_path, capsys, monkeypatch):
                       (("--keys", tmp_path / "none.txt", "--dataset", data, "--out", tmp_path / "o"), "no such file"),
                       ((tmp_path, "--keys", tmp_path / "k.txt", "--dataset", data, "--out", tmp_path / "o"), "not both"),
                       ((), "nothing to export")]:
-        r = inproc(capsys, monkeypatch, "export", *args)
+        r = cli("export", *args)
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
     (tmp_path / "dup.txt").write_text("000000001\n000000001\n")
-    r = inproc(capsys, monkeypatch, "export", "--keys", tmp_path / "dup.txt", "--dataset", data, "--out", tmp_path / "o")
+    r = cli("export", "--keys", tmp_path / "dup.txt", "--dataset", data, "--out", tmp_path / "o")
     assert r.returncode == 2 and "more than once" in r.stderr
-    r = inproc(capsys, monkeypatch, "export", "--keys", "-", "--dataset", data, "--out", tmp_path / "o", input="\n \n")
+    r = cli("export", "--keys", "-", "--dataset", data, "--out", tmp_path / "o", input="\n \n")
     assert r.returncode == 2 and "lists no key" in r.stderr
     assert not (tmp_path / "o").exists()
 
@@ -111,9 +97,9 @@ def embeddings(source, tmp_path_factory):
     return root
 
 
-def test_uids_round_trip_in_datacomps_format(source, embeddings, tmp_path):
+def test_uids_round_trip_in_datacomps_format(source, embeddings, tmp_path, cli):
     data, _ = source
-    r = clipcov("select", embeddings, "-b", "25", "-o", tmp_path / "s", "--uids-out", tmp_path / "uids.npy", "--print-keys")
+    r = cli("select", embeddings, "-b", "25", "-o", tmp_path / "s", "--uids-out", tmp_path / "uids.npy", "--print-keys")
     assert r.returncode == 0, r.stderr
     selected = r.stdout.splitlines()
     arr = np.load(tmp_path / "uids.npy")
@@ -123,7 +109,7 @@ def test_uids_round_trip_in_datacomps_format(source, embeddings, tmp_path):
     assert arr.tolist() == sorted(expect.tolist())
     assert all(np.searchsorted(arr, e, "right") - np.searchsorted(arr, e, "left") == 1 for e in expect)
     # and back: export --uids gives the selected samples (in uid order)
-    r = clipcov("export", "--uids", tmp_path / "uids.npy", "--dataset", data, "--out", tmp_path / "o")
+    r = cli("export", "--uids", tmp_path / "uids.npy", "--dataset", data, "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     got = [s["__key__"] for s in read_back(tmp_path / "o")]
     assert sorted(got) == sorted(selected)
@@ -133,21 +119,21 @@ def test_uids_round_trip_in_datacomps_format(source, embeddings, tmp_path):
     assert read_uids(tmp_path / "raw.bin").tolist() == arr.tolist()
 
 
-def test_uids_errors(source, embeddings, tmp_path, capsys, monkeypatch):
+def test_uids_errors(source, embeddings, tmp_path, cli):
     data, _ = source
     np.save(tmp_path / "bad.npy", np.arange(4, dtype=np.uint64))
-    r = inproc(capsys, monkeypatch, "export", "--uids", tmp_path / "bad.npy", "--dataset", data, "--out", tmp_path / "o")
+    r = cli("export", "--uids", tmp_path / "bad.npy", "--dataset", data, "--out", tmp_path / "o")
     assert r.returncode == 2 and "expected a 1-d array of dtype 'u8,u8'" in r.stderr
     np.save(tmp_path / "other.npy", np.array([(1, 2), (3, 4)], dtype="u8,u8"))
-    r = inproc(capsys, monkeypatch, "export", "--uids", tmp_path / "other.npy", "--dataset", data, "--out", tmp_path / "o")
+    r = cli("export", "--uids", tmp_path / "other.npy", "--dataset", data, "--out", tmp_path / "o")
     assert r.returncode == 2 and "2 uid(s)" in r.stderr and "00000000000000010000000000000002" in r.stderr
     plain = tmp_path / "plain"
     make_source(plain, shards=1, per=5)  # no uid column
-    r = inproc(capsys, monkeypatch, "export", "--uids", tmp_path / "other.npy", "--dataset", plain, "--out", tmp_path / "o")
+    r = cli("export", "--uids", tmp_path / "other.npy", "--dataset", plain, "--out", tmp_path / "o")
     assert r.returncode == 2 and "no 'uid' column" in r.stderr and "--extra-col uid" in r.stderr
     V, T, labels, Z = clustered(20, 8, 2, seed=1)
     no_uid = write_embeddings_folder(tmp_path / "e2", V, T, np.array([f"k{i}" for i in range(20)]), labels,
                                      np.zeros(20, np.float32), parts=1)
-    r = inproc(capsys, monkeypatch, "select", no_uid, "-b", "5", "-o", tmp_path / "s", "--uids-out", tmp_path / "u.npy")
+    r = cli("select", no_uid, "-b", "5", "-o", tmp_path / "s", "--uids-out", tmp_path / "u.npy")
     assert r.returncode == 2 and "no 'uid' column" in r.stderr
     assert not (tmp_path / "s").exists() and not (tmp_path / "u.npy").exists()

@@ -7,15 +7,13 @@ by key, so one command gives the same weights twice, whatever the order of the s
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
+from clipcov_cli.corpus import CorpusConfig, generate_corpus
 from clipcov_cli.download import DownloadConfig, run_download
 from clipcov_cli.download.order import sort_parquet, sort_tar
 
@@ -63,12 +61,9 @@ def test_sort_tar_and_parquet_are_key_order_and_idempotent(tmp_path):
     assert sort_parquet(meta) is False
 
 
-def test_download_writes_samples_in_key_order(tmp_path):
-    layout = generate_corpus(tmp_path / "c", CorpusConfig(n_web=80, n_proxy_per_class=1, n_test_per_class=1))
-    with CorpusServer(layout.web_dir) as srv:
-        write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-        run_download(DownloadConfig(url_list=tmp_path / "urls.parquet", out_dir=tmp_path / "out", shard_size=40,
-                                    threads=8), echo=lambda m: None)
+def test_download_writes_samples_in_key_order(tmp_path, web):
+    run_download(DownloadConfig(url_list=web.url_list(tmp_path / "urls.parquet", 80), out_dir=tmp_path / "out",
+                                shard_size=40, threads=8), echo=lambda m: None)
     tars = sorted((tmp_path / "out").glob("*.tar"))
     assert len(tars) == 2
     for tar in tars:
@@ -78,23 +73,22 @@ def test_download_writes_samples_in_key_order(tmp_path):
         assert meta == sorted(meta)
 
 
-def _train(data: Path, out: Path) -> dict:
+def _train(cli, data: Path, out: Path) -> dict:
     import torch
 
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "pretrain", str(data), "--out", str(out), "--recipe", "tiny",
-                        "--epochs", "2", "--batch-size", "20", "--seed", "3", "--device", "cpu"],
-                       capture_output=True, text=True, timeout=600)
+    r = cli("pretrain", data, "--out", out, "--recipe", "tiny", "--epochs", "2", "--batch-size", "20", "--seed", "3",
+            "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     return torch.load(out / "clipcov" / "checkpoints" / "epoch_2.pt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-def test_training_order_is_seeded_not_file_or_clock_order(tmp_path):
+def test_training_order_is_seeded_not_file_or_clock_order(tmp_path, cli):
     """Two runs of one command, the second on the same samples in other tar orders: the same weights."""
     import torch
 
     layout = generate_corpus(tmp_path / "c", CorpusConfig(n_web=20, n_classes=4, n_proxy_per_class=20, n_test_per_class=1))
     _shuffled_copy(layout.proxy_dir, tmp_path / "shuffled", seed=2)
-    a = _train(layout.proxy_dir, tmp_path / "a")
-    b = _train(tmp_path / "shuffled", tmp_path / "b")
+    a = _train(cli, layout.proxy_dir, tmp_path / "a")
+    b = _train(cli, tmp_path / "shuffled", tmp_path / "b")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

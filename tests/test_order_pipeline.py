@@ -7,11 +7,9 @@ import tarfile
 
 import pyarrow.parquet as pq
 
-from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
 from clipcov_cli.download import DownloadConfig, run_download
 from clipcov_cli.embed import EmbedConfig, run_embed
 from clipcov_cli.select.runner import SelectConfig, run_select
-from tests.embed_helpers import tiny_checkpoint
 
 METHODS = (("clipcov", ()), ("random", (("seed", 1),)), ("negclip-loss", (("seed", 1), ("batch", 64))),
            ("clip-score", ()))
@@ -25,14 +23,12 @@ def _members(folder):
     return out
 
 
-def test_two_downloads_give_identical_shards_embeddings_and_selections(tmp_path):
-    layout = generate_corpus(tmp_path / "c", CorpusConfig(n_web=240, n_proxy_per_class=1, n_test_per_class=1))
-    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
-    with CorpusServer(layout.web_dir) as srv:
-        urls = write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-        for name in ("a", "b"):
-            run_download(DownloadConfig(url_list=urls, out_dir=tmp_path / name, shard_size=120, threads=16,
-                                        image_size=32, resize_mode="border"), echo=lambda m: None)
+def test_two_downloads_give_identical_shards_embeddings_and_selections(tmp_path, web, tiny_weights):
+    layout, ckpt = web.layout, tiny_weights
+    urls = web.url_list(tmp_path / "urls.parquet")  # 240 pairs
+    for name in ("a", "b"):
+        run_download(DownloadConfig(url_list=urls, out_dir=tmp_path / name, shard_size=120, threads=16,
+                                    image_size=32, resize_mode="border"), echo=lambda m: None)
     assert _members(tmp_path / "a") == _members(tmp_path / "b")  # same samples, same order in each shard
     tables = {}
     for name in ("a", "b"):

@@ -12,7 +12,7 @@ from clipcov_cli.pretrain.adapter import build_argv
 from clipcov_cli.pretrain.config import PretrainConfig
 from clipcov_cli.pretrain.inputs import resolve_input
 from clipcov_cli.pretrain.recipes import get_recipe
-from export_helpers import jpeg
+from tests.export_helpers import jpeg, make_source, make_subset
 
 
 def make_shards(root: Path, sizes: list[int]) -> Path:
@@ -56,29 +56,23 @@ def test_each_sample_at_most_once_per_epoch_with_several_workers(tmp_path, sizes
         assert n == sum(sizes) and argv[argv.index("--workers") + 1] == str(workers)
 
 
-def test_pretrain_says_its_epoch_and_leaves_nothing_in_the_temp_folder(tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_pretrain_says_its_epoch_and_leaves_nothing_in_the_temp_folder(tmp_path, tmp_path_factory, cli):
     data_dir = make_shards(tmp_path / "wds", [16, 8])
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp)}
+    # the loader's Unix sockets live under TMPDIR (at most 107 bytes with pymp-*/listener-*): a folder near
+    # pytest's base, not tmp_path, whose path is 10 bytes longer under pytest-xdist (popen-gwN/)
+    tmp = tmp_path_factory.mktemp("tmpdir")
     run = tmp_path / ("a-long-run-folder-name-" * 4) / "run"  # the loader's sockets must not live under it
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "pretrain", data_dir, "--out", run,
-                        "--epochs", "1", "--batch-size", "8", "--workers", "2", "--device", "cpu"],
-                       capture_output=True, text=True, timeout=300, env=env)
+    # a new process: Python reads TMPDIR once, and what is imported on start-up is part of the case
+    r = cli.subprocess("pretrain", data_dir, "--out", run, "--epochs", "1", "--batch-size", "8", "--workers", "2",
+                       "--device", "cpu", env={"TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stderr[-3000:]
     said = " ".join(r.stderr.split())
     assert "each epoch reads 24 of 24 samples once" in said and "1 worker(s) instead of 2" in said, said[-2000:]
     assert "train_num_samples: 24" in (run / "clipcov" / "params.txt").read_text()
-    assert sorted(os.listdir(tmp)) == []  # wandb-media, wandb-artifacts, torchinductor_*: in RUN/tmp if anywhere
+    assert sorted(p.name for p in tmp.iterdir()) == []  # wandb-media, wandb-artifacts, torchinductor_*: in RUN/tmp if anywhere
 
 
 def test_no_copy_streams_only_the_selected_samples_from_the_source_shards(tmp_path):
-    from export_helpers import make_source, make_subset
-
     truth = make_source(tmp_path / "src", shards=4, per=10, real_jpeg=True)
     keys = [k for k in sorted(truth) if int(k[-4:]) % 10 in (0, 2, 3, 5, 7, 9)]  # 6 of each shard's 10
     sub = make_subset(tmp_path / "subset", keys[::-1], tmp_path / "src")
@@ -93,17 +87,11 @@ def test_no_copy_streams_only_the_selected_samples_from_the_source_shards(tmp_pa
     assert not (run / "data").exists()  # no filtered copy
 
 
-def test_pretrain_no_copy_trains_without_writing_a_copy(tmp_path):
-    import subprocess
-    import sys
-
-    from export_helpers import make_source, make_subset
-
+def test_pretrain_no_copy_trains_without_writing_a_copy(tmp_path, cli):
     truth = make_source(tmp_path / "src", shards=2, per=12, real_jpeg=True)
     sub = make_subset(tmp_path / "subset", sorted(truth)[::2], tmp_path / "src")
-    r = subprocess.run([sys.executable, "-m", "clipcov_cli", "pretrain", sub, "--out", tmp_path / "run", "--no-copy",
-                        "--epochs", "1", "--batch-size", "4", "--workers", "2", "--device", "cpu"],
-                       capture_output=True, text=True, timeout=300)
+    r = cli("pretrain", sub, "--out", tmp_path / "run", "--no-copy", "--epochs", "1", "--batch-size", "4",
+            "--workers", "2", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "no copy" in r.stderr and "each epoch reads 12 of 12 samples once" in " ".join(r.stderr.split())
     assert "train_num_samples: 12" in (tmp_path / "run" / "clipcov" / "params.txt").read_text()

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import embed_helpers as h  # noqa: E402
-
-from clipcov_cli.utils.progress import PlainProgress, progress_line  # noqa: E402
+from clipcov_cli.utils.progress import PlainProgress, progress_line
+from tests import embed_helpers as h
+from tests.cli_helpers import clipcov_argv
 
 
 def run_logged(tmp_path: Path, name: str, *args) -> str:
-    """Run clipcov with stderr into a file (not a terminal); return the file's text."""
+    """Run clipcov with stderr into a file (not a terminal), as nohup or Slurm do; return the file's text."""
     log = tmp_path / f"{name}.log"
     env = {**os.environ, "CLIPCOV_PROGRESS_SECONDS": "0", "COLUMNS": "80"}
     with open(log, "w") as err:
-        r = subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], stdout=subprocess.PIPE,
-                           stderr=err, text=True, timeout=300, env=env)
+        r = subprocess.run(clipcov_argv(*args), stdout=subprocess.PIPE, stderr=err, text=True, timeout=300, env=env)
     text = log.read_text()
     assert r.returncode == 0, text[-3000:]
     return text
@@ -42,10 +37,10 @@ def test_progress_line_has_count_rate_and_eta():
     assert len(lines) == 2 and lines[-1].startswith("x: 4/10 rows (40%)")
 
 
-def test_embed_select_export_print_progress_lines_into_a_log_file(tmp_path):
+def test_embed_select_export_print_progress_lines_into_a_log_file(tmp_path, tiny_weights, vocab):
     h.make_dataset(tmp_path / "data", shards=3, per_shard=12)
-    ckpt = h.tiny_checkpoint(tmp_path / "tiny.pt")
-    classes, templates = h.vocab_files(tmp_path)
+    ckpt = tiny_weights
+    classes, templates = vocab
     emb = tmp_path / "a-rather-long-folder-name-so-that-messages-pass-eighty-columns" / "emb"
     text = run_logged(tmp_path, "embed", "embed", tmp_path / "data", "--out", emb, "--model", "clipcov-tiny",
                       "--pretrained", ckpt, "--classes", classes, "--templates", templates, "--device", "cpu",

@@ -8,25 +8,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import embed_helpers as h  # noqa: E402
-
-from clipcov_cli.cli import main  # noqa: E402
-from clipcov_cli.distribute import RAY_INSTALL_HINT  # noqa: E402
-from clipcov_cli.embed.ray_engine import FAULT_ENV  # noqa: E402
-
-
-def cli(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from clipcov_cli.distribute import RAY_INSTALL_HINT
+from clipcov_cli.embed.ray_engine import FAULT_ENV
+from tests import embed_helpers as h
 
 
 def folder_bytes(out: Path) -> dict[str, bytes]:
@@ -52,21 +40,21 @@ def ray_cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, fixture_cli, tiny_weights, vocab):
     root = tmp_path_factory.mktemp("rayembed")
     h.make_dataset(root / "data", shards=4, per_shard=10)
-    ckpt = h.tiny_checkpoint(root / "tiny.pt")
-    classes, templates = h.vocab_files(root)
+    ckpt = h.tiny_checkpoint(root / "tiny.pt")  # its own path: a test swaps it in the args
+    classes, templates = vocab
     args = ["embed", root / "data", "--model", "clipcov-tiny", "--pretrained", ckpt, "--classes", classes,
             "--templates", templates, "--batch-size", "4", "--device", "cpu", "--threads", "1"]
-    assert cli(*args, "--out", root / "local", "--workers", "1") == 0
+    assert fixture_cli(*args, "--out", root / "local", "--workers", "1").returncode == 0
     return {"root": root, "args": args, "local": folder_bytes(root / "local")}
 
 
 @pytest.mark.ray
-def test_embed_ray_equals_local_byte_for_byte(ray_cluster, corpus, tmp_path):
+def test_embed_ray_equals_local_byte_for_byte(ray_cluster, corpus, tmp_path, cli):
     out = tmp_path / "emb"
-    assert cli(*corpus["args"], "--out", out, "--engine", "ray") == 0
+    assert cli(*corpus["args"], "--out", out, "--engine", "ray").returncode == 0
     got = folder_bytes(out)
     assert sorted(got) == sorted(corpus["local"])
     assert [k for k in got if got[k] != corpus["local"][k]] == []
@@ -75,11 +63,11 @@ def test_embed_ray_equals_local_byte_for_byte(ray_cluster, corpus, tmp_path):
 
 
 @pytest.mark.ray
-def test_worker_killed_mid_shard_is_retried_and_output_identical(ray_cluster, corpus, tmp_path):
+def test_worker_killed_mid_shard_is_retried_and_output_identical(ray_cluster, corpus, tmp_path, cli):
     marker = ray_cluster
     marker.write_text("die once")
     out = tmp_path / "emb"
-    assert cli(*corpus["args"], "--out", out, "--engine", "ray") == 0
+    assert cli(*corpus["args"], "--out", out, "--engine", "ray").returncode == 0
     assert not marker.exists()  # the worker embedding 00001 reached the fault and exited
     got = folder_bytes(out)
     assert sorted(got) == sorted(corpus["local"])  # no stray temporary file from the dead worker
@@ -87,10 +75,10 @@ def test_worker_killed_mid_shard_is_retried_and_output_identical(ray_cluster, co
 
 
 @pytest.mark.ray
-def test_embed_ray_resumes_a_local_run_and_reports_worker_errors(ray_cluster, corpus, tmp_path, capsys):
+def test_embed_ray_resumes_a_local_run_and_reports_worker_errors(ray_cluster, corpus, tmp_path, cli):
     """A folder started locally is finished on Ray (same bytes); bad input found on a worker is one line."""
     out = tmp_path / "emb"
-    assert cli(*corpus["args"], "--out", out, "--workers", "0") == 0
+    assert cli(*corpus["args"], "--out", out, "--workers", "0").returncode == 0
     manifest = json.loads((out / "clipcov.json").read_text())
     assert manifest["parts_done"] == ["00000", "00001", "00002", "00003"]
     # drop the last two parts, as if the local run had been killed after two parts, and resume on Ray
@@ -103,30 +91,33 @@ def test_embed_ray_resumes_a_local_run_and_reports_worker_errors(ray_cluster, co
         for f in (out / d).glob("*_0000[23].*"):
             f.unlink()
     (out / "skipped.jsonl").unlink()
-    assert cli(*corpus["args"], "--out", out, "--engine", "ray") == 0
-    assert "resuming: 2 of 4 parts done" in capsys.readouterr().err
+    r = cli(*corpus["args"], "--out", out, "--engine", "ray")
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 2 of 4 parts done" in r.stderr
     got = folder_bytes(out)
     assert [k for k in set(got) | set(corpus["local"]) if got.get(k) != corpus["local"].get(k)] == []
     # a checkpoint of another architecture is found on the worker: still one line, exit 2
     vit = tmp_path / "wrong.pt"
     vit.write_bytes((corpus["root"] / "tiny.pt").read_bytes()[:100])
     args = [a if a != corpus["root"] / "tiny.pt" else vit for a in corpus["args"]]
-    assert cli(*args, "--out", tmp_path / "bad", "--engine", "ray") == 2
-    err = capsys.readouterr().err
+    r = cli(*args, "--out", tmp_path / "bad", "--engine", "ray")
+    assert r.returncode == 2, r.stderr
+    err = r.stderr
     assert err.strip().splitlines()[-1].startswith("error: cannot load checkpoint") and "Traceback (most" not in err
     # a unit no node can hold (4 CPUs per worker on a 2-CPU instance) is refused, not left waiting
-    assert cli(*corpus["args"], "--out", tmp_path / "big", "--engine", "ray", "--threads", "4") == 2
-    assert "no node of the Ray cluster" in capsys.readouterr().err
+    r = cli(*corpus["args"], "--out", tmp_path / "big", "--engine", "ray", "--threads", "4")
+    assert r.returncode == 2, r.stderr
+    assert "no node of the Ray cluster" in r.stderr
 
 
 @pytest.mark.ray
-def test_embed_kmeans_on_ray_equals_local(ray_cluster, corpus, tmp_path):
+def test_embed_kmeans_on_ray_equals_local(ray_cluster, corpus, tmp_path, cli):
     """--classes kmeans: parts embedded on Ray workers, clustered on the driver: the local folder's bytes."""
     args = [a for a in corpus["args"]]
     i = args.index("--classes")
     args[i + 1] = "kmeans:3"
-    assert cli(*args, "--out", tmp_path / "local", "--workers", "1") == 0
-    assert cli(*args, "--out", tmp_path / "ray", "--engine", "ray") == 0
+    assert cli(*args, "--out", tmp_path / "local", "--workers", "1").returncode == 0
+    assert cli(*args, "--out", tmp_path / "ray", "--engine", "ray").returncode == 0
     local, ray_ = folder_bytes(tmp_path / "local"), folder_bytes(tmp_path / "ray")
     assert sorted(local) == sorted(ray_) and "labels/centroids.npy" in ray_
     assert [k for k in local if local[k] != ray_[k]] == []
@@ -134,18 +125,14 @@ def test_embed_kmeans_on_ray_equals_local(ray_cluster, corpus, tmp_path):
 
 
 @pytest.mark.ray
-def test_download_ray_gives_the_same_samples_as_local(ray_cluster, tmp_path):
-    from clipcov_cli.corpus import CorpusConfig, CorpusServer, generate_corpus, write_url_list
-
-    layout = generate_corpus(tmp_path / "c", CorpusConfig(n_web=60, n_proxy_per_class=1, n_test_per_class=1))
-    with CorpusServer(layout.web_dir) as srv:
-        write_url_list(layout, srv.base_url, tmp_path / "urls.parquet")
-        runs = {}
-        for engine in ("local", "ray"):
-            out = tmp_path / engine
-            assert cli("download", tmp_path / "urls.parquet", "--out", out, "--shard-size", "25", "--threads", "4",
-                       "--extra-col", "uid", "--engine", engine) == 0
-            runs[engine] = out
+def test_download_ray_gives_the_same_samples_as_local(ray_cluster, tmp_path, cli, web):
+    web.url_list(tmp_path / "urls.parquet", 60)
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        assert cli("download", tmp_path / "urls.parquet", "--out", out, "--shard-size", "25", "--threads", "4",
+                   "--extra-col", "uid", "--engine", engine).returncode == 0
+        runs[engine] = out
     import webdataset as wds
 
     def samples(out: Path) -> dict:
@@ -162,28 +149,32 @@ def test_download_ray_gives_the_same_samples_as_local(ray_cluster, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["embed", "download"])
-def test_engine_ray_without_ray_says_how_to_install(command, tmp_path, monkeypatch, capsys):
+def test_engine_ray_without_ray_says_how_to_install(command, tmp_path, monkeypatch, cli):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     urls = tmp_path / "urls.parquet"
     args = ["embed", tmp_path] if command == "embed" else ["download", urls, "--out", tmp_path / "out"]
-    assert cli(*args, "--engine", "ray") == 2
-    err = capsys.readouterr().err.strip()
+    r = cli(*args, "--engine", "ray")
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
     assert RAY_INSTALL_HINT in err and len(err.splitlines()) == 1
-    assert cli(*args, "--engine", "spark") == 2
-    assert "unknown --engine 'spark'" in capsys.readouterr().err
+    r = cli(*args, "--engine", "spark")
+    assert r.returncode == 2, r.stderr
+    assert "unknown --engine 'spark'" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "embeddings").exists()
 
 
 @pytest.mark.parametrize("command", ["embed", "download", "select"])
-def test_ray_options_without_engine_ray_are_refused(command, tmp_path, capsys):
+def test_ray_options_without_engine_ray_are_refused(command, tmp_path, cli):
     """--ray-address without --engine ray would run locally without a word: refused, nothing written."""
     args = {"embed": ["embed", tmp_path], "download": ["download", tmp_path / "urls.parquet", "--out", tmp_path / "out"],
             "select": ["select", tmp_path, "--budget", "10", "--out", tmp_path / "out"]}[command]
-    assert cli(*args, "--ray-address", "auto") == 2
-    err = capsys.readouterr().err.strip()
+    r = cli(*args, "--ray-address", "auto")
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
     assert "only apply with --engine ray" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "embeddings").exists()
     if command == "embed":
-        assert cli(*args, "--num-gpus-per-worker", "1") == 2
-        assert "--num-gpus-per-worker only apply" in capsys.readouterr().err
+        r = cli(*args, "--num-gpus-per-worker", "1")
+        assert r.returncode == 2, r.stderr
+        assert "--num-gpus-per-worker only apply" in r.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,8 @@ import pytest
 import webdataset as wds
 
 from clipcov_cli.corpus import CorpusServer
+from tests.cli_helpers import one_error_line
 from tests.export_helpers import jpeg
-from tests.test_safety import one_error_line
-
-
-def clipcov(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clipcov_cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +38,28 @@ def samples(out: Path) -> list[dict]:
     return list(wds.WebDataset(tars, shardshuffle=False)) if tars else []
 
 
-def test_a_download_with_no_success_exits_1_with_the_summary(tmp_path, server):
+def test_a_download_with_no_success_exits_1_with_the_summary(tmp_path, server, cli):
     srv, _ = server
     urls = url_list(tmp_path / "u.parquet", [f"{srv.base_url}/missing{i}.jpg" for i in range(5)])
-    r = clipcov("download", urls, "--out", tmp_path / "out", "--threads", "2")
+    r = cli("download", urls, "--out", tmp_path / "out", "--threads", "2")
     assert r.returncode == 1, r.stderr[-2000:]
     assert "download summary" in r.stderr and "error: no sample was downloaded" in r.stderr
     assert "Traceback" not in r.stderr
 
 
-def test_min_success_sets_the_share_that_fails(tmp_path, server):
+def test_min_success_sets_the_share_that_fails(tmp_path, server, cli):
     srv, _ = server
     urls = url_list(tmp_path / "u.parquet", [f"{srv.base_url}/{i}.jpg" for i in range(2)] +
                     [f"{srv.base_url}/missing{i}.jpg" for i in range(2)])
-    r = clipcov("download", urls, "--out", tmp_path / "out", "--threads", "2", "--min-success", "0.75")
+    r = cli("download", urls, "--out", tmp_path / "out", "--threads", "2", "--min-success", "0.75")
     assert r.returncode == 1 and "below --min-success 75%" in r.stderr, r.stderr[-2000:]
-    r = clipcov("download", urls, "--out", tmp_path / "out", "--threads", "2", "--min-success", "0.5")
+    r = cli("download", urls, "--out", tmp_path / "out", "--threads", "2", "--min-success", "0.5")
     assert r.returncode == 0, r.stderr[-2000:]
-    line = one_error_line(clipcov("download", urls, "--out", tmp_path / "o2", "--min-success", "2"))
+    line = one_error_line(cli("download", urls, "--out", tmp_path / "o2", "--min-success", "2"))
     assert "--min-success" in line
 
 
-def test_file_urls_are_refused_and_counted_unless_allowed(tmp_path, server):
+def test_file_urls_are_refused_and_counted_unless_allowed(tmp_path, server, cli):
     srv, root = server
     local = tmp_path / "private.jpg"
     local.write_bytes(jpeg(7, size=32))
@@ -73,29 +67,29 @@ def test_file_urls_are_refused_and_counted_unless_allowed(tmp_path, server):
              "FILE:///etc/passwd", "ftp://127.0.0.1/x.jpg"]
     src = tmp_path / "u.tsv"
     src.write_text("url\tcaption\n" + "".join(f"{u}\tc{i}\n" for i, u in enumerate(lines)))
-    r = clipcov("download", src, "--out", tmp_path / "out", "--threads", "2")
+    r = cli("download", src, "--out", tmp_path / "out", "--threads", "2")
     assert r.returncode == 0, r.stderr[-2000:]
     got = samples(tmp_path / "out")
     assert len(got) == 2 and all(s["txt"].decode() in ("c0", "c1") for s in got)
     assert "refused lines" in r.stderr and " 4 " in r.stderr.split("refused lines")[1].splitlines()[0] + " "
     # opted in, from a parquet list (copied without its refused ftp line): the local jpg is fetched
     urls = url_list(tmp_path / "u.parquet", lines)
-    r = clipcov("download", urls, "--out", tmp_path / "out3", "--threads", "2", "--allow-file-urls")
+    r = cli("download", urls, "--out", tmp_path / "out3", "--threads", "2", "--allow-file-urls")
     assert r.returncode == 0, r.stderr[-2000:]
     assert {s["txt"].decode() for s in samples(tmp_path / "out3")} >= {"c0", "c1", "c2"}
     assert " 1 " in r.stderr.split("refused lines")[1].splitlines()[0] + " "
 
 
-def test_out_an_existing_file_and_a_bad_recipe_value_are_one_line(tmp_path, server):
+def test_out_an_existing_file_and_a_bad_recipe_value_are_one_line(tmp_path, server, cli):
     srv, _ = server
     urls = url_list(tmp_path / "u.parquet", [f"{srv.base_url}/0.jpg"])
     f = tmp_path / "file"
     f.write_text("x")
-    line = one_error_line(clipcov("download", urls, "--out", f))
+    line = one_error_line(cli("download", urls, "--out", f))
     assert "not a folder" in line and f.read_text() == "x"
     recipe = tmp_path / "r.yaml"
     recipe.write_text('threads: "many"\n')
-    line = one_error_line(clipcov("download", urls, "--out", tmp_path / "out", "--recipe", recipe))
+    line = one_error_line(cli("download", urls, "--out", tmp_path / "out", "--recipe", recipe))
     assert "threads must be a whole number" in line and not (tmp_path / "out").exists()
 
 
@@ -120,11 +114,11 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
-def test_a_killed_download_leaves_no_orphan(tmp_path, server):
+def test_a_killed_download_leaves_no_orphan(tmp_path, server, cli):
     srv, _ = server
     urls = url_list(tmp_path / "u.parquet", [f"{srv.base_url}/stall/{i % 6}.jpg" for i in range(40)])
-    proc = subprocess.Popen([sys.executable, "-m", "clipcov_cli", "download", str(urls), "--out", str(tmp_path / "out"),
-                             "--threads", "2", "--processes", "2", "--shard-size", "5", "--timeout", "60"],
+    proc = subprocess.Popen(cli.argv("download", urls, "--out", tmp_path / "out", "--threads", "2", "--processes", "2",
+                                     "--shard-size", "5", "--timeout", "60"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, kids = time.time() + 90, []
     while time.time() < deadline and len(kids) < 3:  # the pool's workers, img2dataset's logger, the tracker
