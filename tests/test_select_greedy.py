@@ -220,7 +220,9 @@ def test_class_major_copy_file_equals_reading_the_parts(tmp_path, dtype):
     """The scan's class-major copy (a temporary file, for corpora larger than memory; its chunks read
     into reused buffers) and reading the parts directly (float16 parts: through their memory maps)
     give the same rows, sums and flags; float32 parts are rounded to float16."""
-    from clipcov_cli.select.clipcov.scan import ClassMajorFile, MappedParts, NpyPart, group_from_parts
+    from clipcov_cli.select.clipcov.parts import NpyPart
+    from clipcov_cli.select.clipcov.scan import group_from_parts
+    from clipcov_cli.select.clipcov.sources import ClassMajorFile, MappedParts
     from tests.select_helpers import write_embeddings_folder
 
     V, T, labels, Z = clustered(500, 8, 5, seed=4, spread=1.0)
@@ -255,7 +257,7 @@ def _mapped_parts(grouped) -> list:
 
 def test_parts_are_named_by_absolute_path(tmp_path, monkeypatch):
     """Units shipped to Ray workers name their parts absolutely (workers have their own folder)."""
-    from clipcov_cli.select.clipcov.scan import NpyPart
+    from clipcov_cli.select.clipcov.parts import NpyPart
 
     np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float16))
     monkeypatch.chdir(tmp_path)
@@ -345,7 +347,7 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
     import tempfile
 
     from clipcov_cli.select import reader
-    from clipcov_cli.select.clipcov import scan
+    from clipcov_cli.select.clipcov import scan, sources
 
     root = _copy_folder(tmp_path)
     keep: list = []
@@ -368,7 +370,7 @@ def test_the_copy_pass_starts_before_the_keys_are_read(tmp_path, monkeypatch):
     try:
         assert copies_seen == [1, 1, 1]
         g, h = copied.prepared, direct.prepared
-        assert isinstance(g.source, scan.ClassMajorFile) and isinstance(h.source, scan.MappedParts)
+        assert isinstance(g.source, sources.ClassMajorFile) and isinstance(h.source, sources.MappedParts)
         assert np.array_equal(copied.keys, direct.keys) and np.array_equal(g.order, h.order)
         for k in range(4):
             assert all(np.array_equal(a, b) for a, b in zip(g.block(k), h.block(k)))

@@ -175,7 +175,7 @@ def test_warm_up_runs_the_unit_code_it_stands_in_for():
 def test_row_gather_checks_its_rows(tmp_path):
     """Rows are gathered with numpy's unbuffered take (mode="clip"), so out-of-range rows must be refused
     before, not clipped to the last row."""
-    from clipcov_cli.select.clipcov.scan import NpyPart
+    from clipcov_cli.select.clipcov.parts import NpyPart
 
     X = np.arange(40, dtype=np.float16).reshape(10, 4)
     np.save(tmp_path / "x.npy", X)
@@ -223,7 +223,7 @@ def test_scan_flags_every_special_float16_and_sums_the_rest():
     """NaN and inf (any sign or payload) in either modality flag a row as NaN; an all-zero row (either
     sign of zero) in either modality as zero; a row off unit norm (beyond the tolerance) as off-norm;
     the sums take exactly the other rows."""
-    from clipcov_cli.select.clipcov.scan import NORM_TOLERANCE, _scan_rows
+    from clipcov_cli.select.clipcov.rows import NORM_TOLERANCE, _scan_rows
 
     d = 40
     rng = np.random.default_rng(5)
@@ -253,7 +253,7 @@ def test_scan_flags_every_special_float16_and_sums_the_rest():
 def test_row_buffers_are_reused_per_thread_and_bounded():
     import threading
 
-    from clipcov_cli.select.clipcov.scan import RowBuffers
+    from clipcov_cli.select.clipcov.parts import RowBuffers
 
     buffers = RowBuffers(max_rows=100)
     a, _ = buffers.get(50, 8)

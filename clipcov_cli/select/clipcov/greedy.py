@@ -38,7 +38,7 @@ from clipcov_cli.select.clipcov.kernel_state import (
     NORM_T, NORM_V, NORMS, STATS, Batch, Candidates, ClassRows, Control, Members, quantization, screening_cut,
     screening_error)
 from clipcov_cli.select.clipcov.lazy_kernel import lazy_extend
-from clipcov_cli.select.clipcov.scan import F16_TO_F32, as_f16_bits, to_float32
+from clipcov_cli.select.clipcov.rows import F16_TO_F32, as_f16_bits, to_float32
 from clipcov_cli.select.clipcov.terms import cross_similarity, exact_add, marginal_gain
 
 

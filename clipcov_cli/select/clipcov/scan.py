@@ -32,16 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcov_cli.select.clipcov.parts import BUFFER_MAX_ROWS, NpyPart, PartMaps, RowBuffers, gather_parts
-from clipcov_cli.select.clipcov.rows import F16_TO_F32, NORM_TOLERANCE, _scan_rows, as_f16_bits, to_float32
+from clipcov_cli.select.clipcov.parts import NpyPart, PartMaps, RowBuffers
+from clipcov_cli.select.clipcov.rows import as_f16_bits
 from clipcov_cli.select.clipcov.rows import class_positions as _class_positions
 from clipcov_cli.select.clipcov.rows import scan_chunk as _scan_chunk
-from clipcov_cli.select.clipcov.sources import ArrayRows, ClassMajorFile, GroupedRows, MappedParts, row_source
+from clipcov_cli.select.clipcov.sources import GroupedRows, row_source
 from clipcov_cli.utils.disk import out_of_space, require_free_space
 
-__all__ = ["ArrayRows", "BUFFER_MAX_ROWS", "ClassMajorFile", "F16_TO_F32", "NORM_TOLERANCE", "GROUP_WHEN_OVER",
-           "GroupedRows", "MappedParts", "NpyPart", "PartMaps", "PartsScan", "RowBuffers", "_scan_rows", "as_f16_bits", "available_memory", "gather_parts",
-           "group_from_arrays", "group_from_parts", "to_float32"]
+__all__ = ["GROUP_WHEN_OVER", "PartsScan", "available_memory", "group_from_arrays", "group_from_parts"]
 
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15

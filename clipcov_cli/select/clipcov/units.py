@@ -21,7 +21,9 @@ from clipcov_cli.select.clipcov import terms
 from clipcov_cli.select.clipcov.greedy import ClassGreedy
 from clipcov_cli.select.clipcov.imatmul import ThreadShare
 from clipcov_cli.select.clipcov.kernel_rows import column_sums_and_stats, load_row, scratch_row
-from clipcov_cli.select.clipcov.scan import F16_TO_F32, GroupedRows, RowBuffers, as_f16_bits, gather_parts, to_float32
+from clipcov_cli.select.clipcov.parts import RowBuffers, gather_parts
+from clipcov_cli.select.clipcov.rows import F16_TO_F32, as_f16_bits, to_float32
+from clipcov_cli.select.clipcov.sources import GroupedRows
 
 
 

@@ -33,7 +33,9 @@ from clipcov_cli.select.clipcov.kernel_state import stat as kernel_stat
 from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend
 from clipcov_cli.select.clipcov.merge import Run, TorchThreads, collect, merge
 from clipcov_cli.select.clipcov.plan import Plan, plan_classes
-from clipcov_cli.select.clipcov.scan import GroupedRows, NpyPart, PartsScan, RowBuffers, group_from_arrays
+from clipcov_cli.select.clipcov.parts import NpyPart, RowBuffers
+from clipcov_cli.select.clipcov.scan import PartsScan, group_from_arrays
+from clipcov_cli.select.clipcov.sources import GroupedRows
 from clipcov_cli.select.clipcov.units import ClassUnit, GroupedSource, PartsSource
 from clipcov_cli.select.profile import profile, worker_count
 
