@@ -81,7 +81,9 @@ def clipcov_child(root: Path, fraction: str, out: Path, workers: int, engine: st
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "clipcov_cli", "select", str(root), "--budget", fraction, "--out", str(out),
            "--overwrite", "--threads", str(workers), "--engine", engine]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    # cwd: out's folder, never the repository: `python -m` puts the working directory first on sys.path, so
+    # from a checkout the child would import that checkout's clipcov_cli whatever PYTHONPATH says
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=out.parent,
                          env=os.environ | {"CLIPCOV_SELECT_PROFILE": "1"} | (env or {}))
     err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)  # this child's own resource usage
@@ -180,9 +182,10 @@ def run_regime(args, name: str, cold: bool) -> list[tuple]:
         cache = Path(args.workdir) / "numba_cache_cold"
         shutil.rmtree(cache, ignore_errors=True)
         runs.append(("first run, empty numba cache", {"NUMBA_CACHE_DIR": str(cache)}))
-    runs.append(("warm", {}))
-    if args.baseline_code:
-        runs.append(("baseline code", baseline_env(args)))
+    for rep in range(args.repeat):  # this code and the baseline alternate, so that neither always runs first
+        suffix = f" #{rep + 1}" if args.repeat > 1 else ""
+        pair = [("warm" + suffix, {})] + ([("baseline code" + suffix, baseline_env(args))] if args.baseline_code else [])
+        runs += pair if rep % 2 == 0 else pair[::-1]
     out = []
     for label, env in runs:
         wall, rss, phases = clipcov_child(root, args.fraction, args.workdir / f"subset_{name}", args.workers, env=env)
@@ -196,6 +199,17 @@ def run_regime(args, name: str, cold: bool) -> list[tuple]:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(args.workdir / f"subset_{name}", ignore_errors=True)
     return out
+
+
+def check_code(cwd: Path, env: dict) -> str:
+    """The clipcov_cli package a child started as `clipcov_child` starts it (same cwd, same environment)
+    imports; stops if it is not the one ``env`` asks for (``PYTHONPATH``'s or this checkout's)."""
+    want = Path(env["PYTHONPATH"]).resolve() if "PYTHONPATH" in env else Path(__file__).resolve().parents[1]
+    ran = subprocess.run([sys.executable, "-c", "import clipcov_cli; print(clipcov_cli.__file__)"], cwd=cwd,
+                         env=os.environ | env, capture_output=True, text=True, check=True).stdout.strip()
+    if Path(ran).resolve().parents[1] != want:
+        raise SystemExit(f"the child would import clipcov_cli from {ran}, expected it under {want}")
+    return ran
 
 
 def baseline_env(args) -> dict:
@@ -223,6 +237,8 @@ def main() -> None:
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)}")
     ap.add_argument("--baseline-code", help="also run each regime with the clipcov_cli under this folder "
                     "(e.g. `git archive REV | tar -x -C DIR`): before/after in one run")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of this code (and of the baseline, alternating "
+                    "which goes first) per regime")
     ap.add_argument("--skip-cold", action="store_true", help="no run with an empty numba cache")
     ap.add_argument("--keep-data", action="store_true", help="keep each regime's data (default: delete after its run)")
     ap.add_argument("--skip-scale", action="store_true", help="only the reference comparison")
@@ -235,6 +251,7 @@ def main() -> None:
     # small runs first, so that numba's on-disk caches of the compiled kernels are warm (this code's, the baseline's)
     warm = in_child(write_synthetic, args.workdir / "warmup_20000", 20_000)
     for env in [{}] + ([baseline_env(args)] if args.baseline_code else []):
+        print(f"code: {check_code(args.workdir, env)}")
         clipcov_child(warm, "10%", args.workdir / "subset_warmup", args.workers, env=env)
     if not args.skip_scale:
         rows = [run_regime(args, name, cold=(i == 0 and not args.skip_cold)) for i, name in enumerate(args.regimes.split(","))]

@@ -39,7 +39,7 @@ from clipcov_cli.select.clipcov.rows import scan_chunk as _scan_chunk
 from clipcov_cli.select.clipcov.sources import GroupedRows, row_source
 from clipcov_cli.utils.disk import out_of_space, require_free_space
 
-__all__ = ["GROUP_WHEN_OVER", "PartsScan", "available_memory", "group_from_arrays", "group_from_parts"]
+__all__ = ["GROUP_WHEN_OVER", "PartsScan", "available_memory", "group_from_arrays", "group_from_parts", "load_compiled"]
 
 GROUP_WHEN_OVER = 0.5  # make the class-major copy (a file) when the corpus exceeds this share of available memory
 CHUNK_ROWS = 1 << 15
@@ -94,6 +94,19 @@ def _chunks_of(parts: list[tuple[NpyPart, NpyPart, int]]):
             yield p, s, min(pi.rows, s + CHUNK_ROWS), first
 
 
+def load_compiled() -> None:
+    """Load the pass' compiled functions (from numba's cache, or compile them) in the calling thread, for
+    the row types the pass uses (read-only rows through memory maps, writable buffers). Loading holds
+    the GIL and numba's compiler lock: done inside the pass' threads, each of them waits for the first
+    one's load while it competes with the caller's reading (and a warm-up's imports) beside them.
+    Cheap once loaded."""
+    for writable in (False, True):
+        U = np.zeros((1, 1), np.uint16)
+        U.setflags(write=writable)
+        _scan_chunk(U, U, np.empty(1, bool))
+    _class_positions(np.zeros(1, np.int64), 1)
+
+
 class PartsScan:
     """The one pass over .npy parts (``(img part, txt part, first example index)``), in two steps:
     ``start`` runs the flags and sums on a thread pool in the background (they need no labels), while
@@ -139,6 +152,8 @@ class PartsScan:
         if self.copy:
             if labels is None:
                 return self
+        load_compiled()
+        if self.copy:
             self._dest, self._starts = _class_positions(np.asarray(labels, np.int64), int(num_classes))
             self._sink = _Sink(self.n, self.d, self.tmpdir)
             items = list(_chunks_of(self.parts))

@@ -34,7 +34,7 @@ from clipcov_cli.select.clipcov.imatmul import ThreadShare, backend
 from clipcov_cli.select.clipcov.merge import Run, TorchThreads, collect, merge
 from clipcov_cli.select.clipcov.plan import Plan, plan_classes
 from clipcov_cli.select.clipcov.parts import NpyPart, RowBuffers
-from clipcov_cli.select.clipcov.scan import PartsScan, group_from_arrays
+from clipcov_cli.select.clipcov.scan import PartsScan, group_from_arrays, load_compiled
 from clipcov_cli.select.clipcov.sources import GroupedRows
 from clipcov_cli.select.clipcov.units import ClassUnit, GroupedSource, PartsSource
 from clipcov_cli.select.profile import profile, worker_count
@@ -115,9 +115,11 @@ class ClipCovSelector(Selector):
     def warm_up(self) -> Callable[[], None] | None:
         """torch and the compiled kernels load in a background thread (about 2 s) while the caller
         reads the corpus; a failure there is left for the real units to report. Returns the wait for
-        it (not left compiling while the interpreter exits)."""
+        it (not left compiling while the interpreter exits). The reading pass' own compiled functions
+        load first, here: loading them beside the thread's imports would hold up the pass."""
         if self._remote:
             return None
+        load_compiled()
         from clipcov_cli.select.clipcov.units import warm_up
 
         thread = threading.Thread(target=_quietly, args=(warm_up,), name="clipcov-warm-up", daemon=True)
