@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clipcov_cli.embed import manifest as mf
-from clipcov_cli.embed.labels import label_agreement, pseudo_labels
+from clipcov_cli.embed.labels import half_values, label_agreement, labels_with_margin, pseudo_labels
 from clipcov_cli.embed.vocab import load_vocabulary
 from clipcov_cli.embed.writer import metadata_table
 from clipcov_cli.errors import ClipcovError
@@ -22,16 +22,34 @@ def unit(rng, n, d):
 
 
 def test_pseudo_labels_and_agreement_equal_brute_force():
+    """Exact: class embeddings at float16 precision, products and sums in float64 (no rounding)."""
     rng = np.random.default_rng(0)
     img, txt, z = unit(rng, 50, 16).astype(np.float16), unit(rng, 50, 16).astype(np.float16), unit(rng, 7, 16)
     y, top = pseudo_labels(img, z)
     l_sim = label_agreement(txt, z, y)
+    zh = half_values(z)
+    assert np.abs(zh - z).max() <= 2**-12 and np.array_equal(zh.astype(np.float16).astype(np.float32), zh)
     for i in range(50):
-        sims = [sum(float(a) * float(b) for a, b in zip(img[i], z[c])) for c in range(7)]
+        sims = [sum(float(a) * float(b) for a, b in zip(img[i], zh[c])) for c in range(7)]
         assert y[i] == int(np.argmax(sims))
-        assert top[i] == pytest.approx(sims[y[i]], abs=1e-5)
-        assert l_sim[i] == pytest.approx(sum(float(a) * float(b) for a, b in zip(txt[i], z[y[i]])), abs=1e-5)
+        assert top[i] == np.float32(sims[y[i]])
+        assert l_sim[i] == np.float32(sum(float(a) * float(b) for a, b in zip(txt[i], zh[y[i]])))
     assert y.dtype == np.int64 and top.dtype == l_sim.dtype == np.float32
+
+
+def test_labels_of_a_row_do_not_depend_on_its_position():
+    """The same rows at other positions of a batch (BLAS blocks) get bit-identical labels and sims."""
+    rng = np.random.default_rng(1)
+    img, txt, z = unit(rng, 999, 64).astype(np.float16), unit(rng, 999, 64).astype(np.float16), unit(rng, 37, 64)
+    y, top, margin = labels_with_margin(img, z)
+    sim = label_agreement(txt, z, y)
+    p = rng.permutation(999)
+    y2, top2, margin2 = labels_with_margin(img[p], z)
+    assert np.array_equal(y[p], y2) and np.array_equal(top[p], top2) and np.array_equal(margin[p], margin2)
+    assert np.array_equal(sim[p], label_agreement(txt[p], z, y2))
+    one = [labels_with_margin(img[i:i + 1], z) for i in range(0, 999, 97)]
+    assert [(int(a[0][0]), float(a[1][0]), float(a[2][0])) for a in one] == \
+        [(int(y[i]), float(top[i]), float(margin[i])) for i in range(0, 999, 97)]
 
 
 def test_pseudo_label_ties_go_to_the_lower_class():

@@ -42,9 +42,19 @@ def test_cross_similarity_and_representativeness(data, tau):
         for l in range(0, m, 5):
             assert s[j, l] == brute_s(V, T, j, l, tau)  # exact: float16 products in float64
     r_brute = np.array([sum(brute_s(V, T, i, j, tau) for i in range(m)) / m for j in range(m)])
-    np.testing.assert_allclose(terms.representativeness_exact(V, T, tau, block=7), r_brute, atol=1e-5)
+    np.testing.assert_allclose(terms.representativeness_exact(V, T, tau, block=7), r_brute, atol=1e-12)
     if tau < -1.01:  # no thresholding: the mean identity is the same sum
         np.testing.assert_allclose(terms.representativeness_mean(V, T), r_brute, atol=1e-9)
+
+
+def test_representativeness_of_a_row_does_not_depend_on_its_position():
+    """Equal rows get bit-equal r wherever they sit in the class (exact products, one summation order
+    for every row and every column), whatever the block size."""
+    V, T, _, _ = clustered(300, 64, 4, seed=2, spread=1.5)
+    V, T = np.concatenate([V, V[:40]]), np.concatenate([T, T[:40]])
+    for block in (terms.BLOCK_ROWS, 33):
+        r = terms.representativeness_exact(V, T, 0.0, block=block)
+        assert np.array_equal(r[:40], r[300:])
 
 
 def test_mean_identity_differs_only_where_cross_similarities_are_negative(data):

@@ -10,7 +10,8 @@ streaming one part at a time, so memory holds the sample, the K x d sums and one
 2. **centroids**: faiss' spherical k-means on the sample in (hash, key) order, ``seed`` for its
    initialisation: the same keys give the same centroids;
 3. **assignment**: each row's nearest centroid (``pseudo_label``, ``top_sim``, ``margin``: the
-   label formulas of a vocabulary with the centroids as class embeddings), and per cluster the sum
+   label formulas of a vocabulary with the centroids, at float16 precision, as class embeddings:
+   exact dot products, see :mod:`clipcov_cli.embed.labels`), and per cluster the sum
    of the caption embeddings in exact fixed point (float16 values are multiples of 2^-24: int64
    sums do not depend on the order rows come in);
 4. **label agreement**: ``label_sim`` is the caption's cosine to its cluster's *mean caption
@@ -30,7 +31,7 @@ from typing import Callable
 import numpy as np
 import pyarrow.parquet as pq
 
-from clipcov_cli.embed.labels import label_agreement, labels_with_margin
+from clipcov_cli.embed.labels import half_values, label_agreement, labels_with_margin
 from clipcov_cli.embed.progress import embed_progress
 from clipcov_cli.embed.writer import CLASS_EMB, Layout, make_labels_table, save_npy, save_parquet
 from clipcov_cli.errors import ClipcovError
@@ -93,10 +94,10 @@ def _assign(layout: Layout, parts: list[str], centroids: np.ndarray, tmp: Path, 
 
 
 def mean_caption_embeddings(sums: np.ndarray) -> np.ndarray:
-    """(K, d) float32 unit rows from the fixed-point sums (a cluster without rows: zeros)."""
+    """(K, d) float32 unit rows at float16 precision from the fixed-point sums (a cluster without rows: zeros)."""
     m = sums.astype(np.float64) / FIXED
     norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return (m / np.maximum(norms, 1e-300)).astype(np.float32)
+    return half_values(m / np.maximum(norms, 1e-300))
 
 
 def _agreement(layout: Layout, parts: list[str], means: np.ndarray, tmp: Path, advance) -> None:
@@ -125,6 +126,7 @@ def kmeans_labels(layout: Layout, parts: list[str], k_asked: int, seed: int, ech
     echo(f"k-means: {k} clusters from a sample of {m:,} of {n:,} rows (seed {seed}) ...")
     with atomic_dir(layout.root / "labels") as tmp, embed_progress(3 * len(parts), "k-means", unit="passes") as adv:
         centroids, objective = train_spherical(_sample(layout, parts, m, d, seed, adv), k, iterations, seed)
+        centroids = half_values(centroids)  # as used by the (exact) assignment
         sums, inertia = _assign(layout, parts, centroids, tmp, adv)
         means = mean_caption_embeddings(sums)
         save_npy(tmp / CENTROIDS, centroids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK_ROWS = 4096
+MAX_BLOCK_CELLS = 1 << 25  # float64 cells of one block of products: 256 MiB
 
 
 def pseudo_labels(V: np.ndarray, Z: np.ndarray) -> np.ndarray:
@@ -54,14 +55,17 @@ def representativeness_exact(V: np.ndarray, T: np.ndarray, tau: float, block: in
     """r_j = (1/m) sum_i s_ij with thresholding, in row blocks: O(m^2 d) time, O(block * m) memory.
 
     M_ij = <v_i, t_j>; s_ij = [M_ij]_tau + [M_ji]_tau, so r = (column sums + row sums of [M]_tau) / m.
+    The products are float64 (:func:`cross_dots`: exact for float16-valued rows, so a row's products do
+    not depend on where it sits in a BLAS block) and every column and row is summed in one order: equal
+    rows get equal r, whatever their positions.
     """
-    V32, T32 = np.asarray(V, np.float32), np.asarray(T, np.float32)
-    m = V32.shape[0]
+    V, T = np.asarray(V, np.float64), np.asarray(T, np.float64)
+    m = V.shape[0]
+    block = max(1, min(block, MAX_BLOCK_CELLS // max(m, 1)))
     col = np.zeros(m, np.float64)
     row = np.zeros(m, np.float64)
     for s in range(0, m, block):
-        Mb = V32[s: s + block] @ T32.T  # (b, m): <v_i, t_j>
-        Mb = np.where(Mb > tau, Mb, 0.0).astype(np.float64)
+        Mb = threshold(cross_dots(V[s: s + block], T), tau)  # (b, m): [<v_i, t_j>]_tau
         col += Mb.sum(axis=0)
         row[s: s + block] = Mb.sum(axis=1)
     return (col + row) / m

@@ -130,7 +130,7 @@ def class_terms(U: np.ndarray, W: np.ndarray, l: np.ndarray, sum_v, sum_t, n_val
     e, c = np.empty(m), np.empty(m)
     if r_mode == "mean":
         r = np.empty(m)
-    else:  # O(m^2 d) BLAS products: float32 rows for this only
+    else:  # O(m^2 d) BLAS products (float64, exact)
         r = terms.representativeness_exact(to_float32(U, F16_TO_F32), to_float32(W, F16_TO_F32), tau)
     _row_terms(U, W, out_t, out_v, sv_k / m, st_k / m, e, c, r, r_mode == "mean")
     l = np.asarray(l, np.float64)
