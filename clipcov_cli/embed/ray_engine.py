@@ -80,10 +80,10 @@ def worker_model(worker: WorkerSpec) -> LoadedModel:
 
 def probe(unit: ProbeUnit) -> tuple[dict[str, Any], np.ndarray | None]:
     """On a worker: the model's record for ``clipcov.json`` and, if asked, the class text embeddings."""
-    from clipcov_cli.embed.vocab import class_text_embeddings
+    from clipcov_cli.embed.vocab import label_class_embeddings
 
     loaded = worker_model(unit.worker)
-    emb = class_text_embeddings(loaded, unit.vocab, unit.batch_size) if unit.vocab is not None else None
+    emb = label_class_embeddings(loaded, unit.vocab, unit.batch_size) if unit.vocab is not None else None
     return mf.model_record(loaded, unit.worker.spec), emb
 
 

@@ -19,7 +19,7 @@ from clipcov_cli.embed.config import EmbedConfig
 from clipcov_cli.embed.model import load_model
 from clipcov_cli.embed.parts import EmbedSummary
 from clipcov_cli.embed.progress import embed_progress
-from clipcov_cli.embed.vocab import class_text_embeddings, load_vocabulary
+from clipcov_cli.embed.vocab import label_class_embeddings, load_vocabulary
 from clipcov_cli.embed.writer import CLASS_EMB, Layout, labels_table, save_npy, save_parquet
 from clipcov_cli.errors import ClipcovError
 from clipcov_cli.utils.atomic import atomic_dir
@@ -97,7 +97,7 @@ def _checked_base(cfg: EmbedConfig, layout: Layout, record, parts: list[str], vo
     if not vocab.is_kmeans:
         echo(f"embedding {len(vocab.names)} class names x {len(vocab.templates)} templates ...")
         with embed_progress(len(vocab.names) * len(vocab.templates), "class text", unit="prompts") as advance:
-            class_emb = class_text_embeddings(loaded, vocab, cfg.batch_size, on_progress=advance)
+            class_emb = label_class_embeddings(loaded, vocab, cfg.batch_size, on_progress=advance)
         _write_labels(layout, parts, class_emb, loaded.dim)
     if record is not None:
         return record

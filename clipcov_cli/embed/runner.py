@@ -18,7 +18,7 @@ from clipcov_cli.embed import manifest as mf
 from clipcov_cli.embed.config import EmbedConfig, model_threads
 from clipcov_cli.embed.model import LoadedModel, ModelSpec, file_sha256, load_model
 from clipcov_cli.embed.progress import embed_progress
-from clipcov_cli.embed.vocab import Vocabulary, class_text_embeddings, load_vocabulary
+from clipcov_cli.embed.vocab import Vocabulary, label_class_embeddings, load_vocabulary
 from clipcov_cli.embed.parts import EmbedSummary, check_record, embed_parts, reusable_class_emb
 from clipcov_cli.embed.writer import EMBED_OWNED, Layout, PartBuffer, save_npy, write_part
 from clipcov_cli.errors import ClipcovError, JobFailed, first_line
@@ -84,7 +84,7 @@ def _class_embeddings(layout: Layout, loaded: LoadedModel, vocab: Vocabulary, re
     total = len(vocab.names) * len(vocab.templates)
     echo(f"embedding {len(vocab.names)} class names x {len(vocab.templates)} templates ...")
     with embed_progress(total, "class text", unit="prompts") as advance:
-        emb = class_text_embeddings(loaded, vocab, batch_size, on_progress=advance)
+        emb = label_class_embeddings(loaded, vocab, batch_size, on_progress=advance)
     save_npy(layout.class_emb, emb)
     return emb
 

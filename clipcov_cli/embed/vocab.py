@@ -153,11 +153,10 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def class_text_embeddings(loaded_model, vocab: Vocabulary, batch_size: int = 256,
                           on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """``(K, d)`` float32 unit rows at float16 precision (:func:`labels.half_values`, as the stored
-    embeddings): per class, the normalized mean of its normalized template embeddings."""
+    """``(K, d)`` float32 unit rows: per class, the normalized mean of its normalized template
+    embeddings (zero-shot evaluation's classifier, at full precision)."""
     import torch
 
-    from clipcov_cli.embed.labels import half_values
     from clipcov_cli.embed.mapper import encode_text
 
     prompts = [p for name in vocab.names for p in vocab.prompts(name)]
@@ -167,4 +166,13 @@ def class_text_embeddings(loaded_model, vocab: Vocabulary, batch_size: int = 256
         if on_progress is not None:
             on_progress(len(chunk))
     emb = torch.cat(parts).reshape(len(vocab.names), len(vocab.templates), -1)
-    return half_values(torch.nn.functional.normalize(emb.mean(dim=1), dim=-1).numpy())
+    return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1).numpy().astype(np.float32)
+
+
+def label_class_embeddings(loaded_model, vocab: Vocabulary, batch_size: int = 256,
+                           on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """The class embeddings ``labels/`` stores and labels with: :func:`class_text_embeddings` at float16
+    precision (:func:`labels.half_values`, as the stored embeddings: exact label similarities)."""
+    from clipcov_cli.embed.labels import half_values
+
+    return half_values(class_text_embeddings(loaded_model, vocab, batch_size, on_progress))
