@@ -1,4 +1,5 @@
-"""`clipcov demo --quick` end to end: the whole loop on the synthetic corpus, then a resumed re-run."""
+"""`clipcov demo --quick` end to end: the whole loop on the synthetic corpus, a resumed re-run, and a
+second run from an empty folder with the same selections and metrics."""
 
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ def test_demo_quick_end_to_end_and_resume(cli, tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == results["rows"]
     assert time.time() - t0 < 120
+    # a second, independent run from an empty folder: the same selections, byte for byte, and the
+    # same metrics (every row of results.json: top-1, R@1, noise shares, differences)
+    other = tmp_path / "again"
+    r3 = cli.subprocess("demo", "--quick", "--out", other, timeout=900)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    selections = sorted(p.relative_to(out) for p in (out / "subsets").glob("*/selection.parquet"))
+    assert len(selections) == 10  # 5 methods x 2 budgets, one seed
+    for rel in selections:
+        assert (other / rel).read_bytes() == (out / rel).read_bytes(), rel
+    assert json.loads((other / "results.json").read_text())["rows"] == results["rows"]
 
 
 class _Layout:
