@@ -41,6 +41,12 @@ def test_demo_quick_end_to_end_and_resume(cli, tmp_path):
     assert "Train Epoch" not in r.stdout + r.stderr and "TorchDynamo" not in r.stderr and "Train Epoch" in (out / "demo.log").read_text()
     run_log = (out / "runs" / "clipcov-30pct-s0" / "clipcov" / "out.log").read_text()
     assert "Train Epoch" in run_log and "full-s0" not in run_log and "random-30pct" not in run_log
+    # each model keeps its last checkpoint only, weights only (about 13 MB a model, not 40 MB an epoch)
+    import torch
+
+    runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
+    assert len(runs) == len(rows) and all(len(list(p.rglob("*.pt"))) == 1 for p in runs)
+    assert set(torch.load(next(runs[0].rglob("*.pt")), weights_only=True)) == {"epoch", "name", "state_dict"}
     assert "<svg" in html and html.count("data:image/jpeg;base64,") >= 24 and "mismatch_frac" in html
     assert "Class histograms" in html and "proxy_label_accuracy" in html
     # re-running resumes: every stage is found complete

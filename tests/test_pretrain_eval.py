@@ -154,3 +154,35 @@ def test_pretrain_resuming_another_models_checkpoint_is_one_line(tmp_path, train
 def test_pretrain_on_bad_input_leaves_no_empty_out(tmp_path, cli):
     one_error_line(_pretrain(cli, tmp_path / "nope", tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_keep_last_checkpoint_replaces_the_one_before_and_resumes(tmp_path, train_data, cli):
+    ckpts = tmp_path / "run" / "clipcov" / "checkpoints"
+    for epochs in (2, 3):
+        r = cli("pretrain", train_data, "--out", tmp_path / "run", "--epochs", str(epochs), "--batch-size", "5",
+                "--device", "cpu", "--keep-checkpoints", "last")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert [p.name for p in ckpts.glob("*.pt")] == [f"epoch_{epochs}.pt"]
+    log = (tmp_path / "run" / "clipcov" / "out.log").read_text()
+    assert "epoch_2.pt" in log and "Start epoch 2" in log and log.count("Start epoch 0") == 1
+
+
+def test_weights_only_checkpoint_is_smaller_evaluates_and_refuses_to_resume(tmp_path, train_data, cli):
+    import torch
+
+    from clipcov_cli.pretrain.adapter import drop_training_state
+
+    r = _pretrain(cli, train_data, tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = tmp_path / "run" / "clipcov" / "checkpoints" / "epoch_1.pt"
+    full = torch.load(ckpt, map_location="cpu", weights_only=True)
+    size = ckpt.stat().st_size
+    drop_training_state(ckpt)
+    slim = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert set(slim) == {"epoch", "name", "state_dict"} and "optimizer" in full
+    assert all(torch.equal(slim["state_dict"][k], v) for k, v in full["state_dict"].items())
+    assert ckpt.stat().st_size < 0.5 * size
+    assert [p.name for p in ckpt.parent.iterdir()] == ["epoch_1.pt"]  # no temp file left
+    line = one_error_line(cli("pretrain", train_data, "--out", tmp_path / "run", "--epochs", "2", "--batch-size", "5",
+                              "--device", "cpu"))
+    assert "weights only" in line and str(ckpt) in line

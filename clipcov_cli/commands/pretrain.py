@@ -16,7 +16,7 @@ Examples:\n\n
   clipcov pretrain subsets/clipcov-10 --out runs/clipcov-10 --recipe paper\n\n
   clipcov select cc3m/ -b 10% -o s/ --print-keys | clipcov pretrain cc3m/ --keys -\n\n
   clipcov pretrain subsets/clipcov-10 --out runs/tiny --recipe tiny -- --epochs 5 --lr 5e-4\n\n
-  clipcov pretrain /data/any-webdataset --out runs/full\n\n
+  clipcov pretrain /data/any-webdataset --out runs/full --keep-checkpoints last\n\n
 Flags after `--` go to open_clip_train unchanged (they override the recipe). Without --out the run
 folder is DATA/runs/RECIPE (DATA/runs/RECIPE-keys-HASH with --keys). Re-running the same
 command resumes from the latest checkpoint. Multi-GPU: see docs/pretrain.md (torchrun).
@@ -36,6 +36,7 @@ def pretrain(
     no_copy: bool = typer.Option(False, "--no-copy", help="A subset not exported: stream its selected samples from the source shards while training instead of writing a filtered copy into RUN/data."),
     device: str = typer.Option("auto", parser=parse_device, shell_complete=complete_device, metavar="<auto|cpu|cuda|cuda:N>", help="auto, cpu, cuda or cuda:N."),
     keys: Optional[str] = typer.Option(None, "--keys", help="Train on these keys of DATA only: a file with one key per line, or - for stdin."),
+    keep_checkpoints: Literal["all", "last"] = typer.Option("all", help="all: a checkpoint per epoch (epoch_N.pt); last: each new one replaces the one before (disk for one)."),
 ) -> None:
     """Train a CLIP from scratch on a subset with open_clip_train."""
     from clipcov_cli.pretrain.config import PretrainConfig
@@ -51,7 +52,8 @@ def pretrain(
         err_console.print(f"run folder: {out} (pass --out to choose another)")
     cfg = PretrainConfig(data=data, out=out, recipe=recipe_, model_config=model_config, epochs=epochs,
                          batch_size=batch_size, workers=workers, seed=seed, device=device, extra_args=tuple(ctx.args),
-                         keys=key_list, keys_source=describe(keys) if keys is not None else "", no_copy=no_copy)
+                         keys=key_list, keys_source=describe(keys) if keys is not None else "", no_copy=no_copy,
+                         keep_checkpoints=keep_checkpoints)
     res = run_pretrain(cfg, report=err_console.print)
     err_console.print(f"trained on {res.samples:,} samples ({res.source}); latest checkpoint: {res.checkpoint}")
 

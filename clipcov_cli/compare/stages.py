@@ -50,6 +50,7 @@ def pretrain(cfg: CompareConfig, data: Path, name: str, epochs: int, seed: int, 
              extra_args: tuple[str, ...] = (), model: str | None = None) -> Path:
     """Train (or finish training) one CLIP, in this process (a fresh process would import torch and
     open_clip_train again for each model). ``done.json`` marks a finished run."""
+    from clipcov_cli.pretrain.adapter import drop_training_state
     from clipcov_cli.pretrain.config import PretrainConfig
     from clipcov_cli.pretrain.recipes import get_recipe, Recipe
 
@@ -63,7 +64,8 @@ def pretrain(cfg: CompareConfig, data: Path, name: str, epochs: int, seed: int, 
 
         recipe = replace(recipe, model=model or cfg.model)
     pcfg = PretrainConfig(data=data, out=run, recipe=recipe, epochs=epochs, batch_size=cfg.batch_size,
-                          workers=cfg.workers, seed=seed, device=cfg.device, extra_args=extra_args)
+                          workers=cfg.workers, seed=seed, device=cfg.device, extra_args=extra_args,
+                          keep_checkpoints="last")
     command = (f"clipcov pretrain {data} --out {run} --model {recipe.model} --epochs {epochs} --seed {seed} "
                f"--batch-size {cfg.batch_size} --workers {cfg.workers} --device {cfg.device}"
                + (f" -- {' '.join(extra_args)}" if extra_args else ""))
@@ -73,6 +75,7 @@ def pretrain(cfg: CompareConfig, data: Path, name: str, epochs: int, seed: int, 
         raise ClipcovError(f"pretrain wrote no checkpoint under {run}; see {log}")
     write_json(done, {"checkpoint": str(ckpt), "epochs": epochs, "seed": seed, "data": str(data),
                       "extra_args": list(extra_args)})
+    drop_training_state(ckpt)  # after done.json: a run interrupted before it resumes from the full state
     return ckpt
 
 
@@ -88,8 +91,17 @@ def _train(pcfg, name: str, command: str, log: Path) -> None:
             import traceback
 
             traceback.print_exc()  # into the log (stderr is redirected there)
-            raise JobFailed(f"stage failed: pretrain {name} ({type(exc).__name__}: {first_line(exc, 200)}); "
-                            f"see {log}") from None
+            raise JobFailed(f"stage failed: pretrain {name} ({type(exc).__name__}: {first_line(exc, 200)})"
+                            f"{_low_disk(pcfg.out)}; see {log}") from None
+
+
+def _low_disk(folder: Path) -> str:
+    """A hint for the failure message where the disk is nearly full (torch.save then fails with
+    'unexpected pos', not ENOSPC)."""
+    import shutil
+
+    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    return f"; its disk has only {free / 1e6:.0f} MB free" if free < (1 << 30) else ""
 
 
 def embeddings_for(cfg: CompareConfig, variant: Variant) -> Path:

@@ -101,6 +101,8 @@ def build_argv(cfg: PretrainConfig, data: TrainData, device: str, plan: EpochPla
         "--seed", str(cfg.seed), "--device", device, "--log-every-n-steps", "10",
         "--precision", "amp" if device.startswith("cuda") else "fp32",
     ]
+    if cfg.keep_checkpoints == "last":
+        argv.append("--delete-previous-checkpoint")
     return argv + list(cfg.extra_args)
 
 
@@ -122,6 +124,9 @@ def checked_resume(run_dir: Path) -> Path | None:
                            f"({first_line(exc, 160)}); move it away to start afresh, or choose another --out") from None
     if not isinstance(checkpoint, dict):
         raise ClipcovError(f"cannot resume from {latest}: it is not a training checkpoint (a dict of state dicts)")
+    if "state_dict" in checkpoint and "optimizer" not in checkpoint:
+        raise ClipcovError(f"cannot resume from {latest}: it holds the weights only (no optimizer state; "
+                           f"a finished compare/demo run keeps no more); move it away to start afresh, or choose another --out")
     return Path(latest)
 
 
@@ -183,6 +188,21 @@ def _train(argv: list[str], resume: Path | None) -> int:
             if isinstance(lg, logging.Logger):
                 lg.setLevel(levels.get(name, logging.NOTSET))
     return 0 if result is None else int(result)
+
+
+def drop_training_state(checkpoint: Path) -> None:
+    """Rewrite a finished run's checkpoint with its weights only (``epoch``, ``name``, ``state_dict``;
+    no optimizer or scaler state: about a third of the size), atomically. Such a checkpoint evaluates
+    and embeds as before but no longer resumes training."""
+    import torch
+
+    from clipcov_cli.utils.atomic import atomic_path
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or set(ckpt) <= {"epoch", "name", "state_dict"}:
+        return
+    with atomic_path(checkpoint) as tmp:
+        torch.save({k: ckpt[k] for k in ("epoch", "name", "state_dict") if k in ckpt}, tmp)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

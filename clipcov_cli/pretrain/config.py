@@ -23,6 +23,7 @@ class PretrainConfig:
     keys: tuple[str, ...] | None = None  # train on these keys of DATA (exported into OUT/data first)
     keys_source: str = ""  # where the keys came from, for the export manifest
     no_copy: bool = False  # a subset not exported: stream its keys from the source shards, no copy
+    keep_checkpoints: str = "all"  # "all": every epoch's checkpoint; "last": each new one replaces the one before
 
     @property
     def model_name(self) -> str:
