@@ -106,7 +106,9 @@ def reference_notebook(V, T, labels, label_sim, budget, alpha=2.0, beta=0.5, gam
         idx = np.flatnonzero(labels == k)
         Vk, Tk = V32[idx], T32[idx]
         M = Vk @ Tk.T
-        S = np.maximum(M, 0) + np.maximum(M, 0).T  # thresholded cross similarity, n_k x n_k
+        np.maximum(M, 0, out=M)  # in place: the largest class needs two n_k x n_k matrices at once, not four
+        S = M + M.T  # thresholded cross similarity, n_k x n_k
+        del M
         r = S.sum(0) / len(idx)
         e = np.einsum("ij,ij->i", Vk, Tk)
         out = max(n - len(idx), 1)
@@ -132,6 +134,18 @@ def reference_notebook(V, T, labels, label_sim, budget, alpha=2.0, beta=0.5, gam
     return np.array(picks)
 
 
+def reference_bytes(labels: np.ndarray, n: int, d: int = 512) -> int:
+    """The reference's peak memory: the matrices of the classes built so far (in label order) plus a
+    second copy of the one being built, and the float32 copies of both modalities."""
+    mats = 4 * np.bincount(labels).astype(np.int64) ** 2
+    return int((np.cumsum(mats) + mats).max() + 2 * 4 * n * d)
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+
 def compare_reference(workdir: Path, n: int, fraction: float, workers: int) -> None:
     from clipcov_cli.select.base import EmbeddingSet
     from clipcov_cli.select.methods import make_selector
@@ -146,6 +160,11 @@ def compare_reference(workdir: Path, n: int, fraction: float, workers: int) -> N
     keep: list = []
     emb, _ = open_embeddings(root, keep)
     budget = int(fraction * n)
+    need, avail = reference_bytes(np.asarray(emb.pseudo_label), n), mem_available()
+    print(f"reference's matrices on {n:,} pairs: {need / 1e9:.1f} GB at its peak (every class's n_k x n_k "
+          f"float32 matrix, the one being built twice, the data in float32); {avail / 1e9:.1f} GB available")
+    if need > 0.9 * avail:
+        raise SystemExit(f"the reference does not fit in memory at --ref-n {n:,}: choose a smaller size")
     V, T = np.asarray(emb.img), np.asarray(emb.txt)
     mem = EmbeddingSet(img=V, txt=T, keys=emb.keys, valid=emb.valid, pseudo_label=emb.pseudo_label,
                        label_sim=emb.label_sim, num_classes=emb.num_classes)

@@ -93,3 +93,12 @@ def test_a_training_failure_is_one_line_with_the_log(tmp_path, monkeypatch):
         stages.pretrain(cfg, tmp_path / "data", "proxy", 1, 0, log)
     assert "\n" not in str(err.value) and err.value.exit_code == 1
     assert "Traceback" in log.read_text() and "clipcov pretrain" in log.read_text()
+    assert "disk has only" not in str(err.value)  # this disk has room
+    # torch.save on a full disk says "unexpected pos": the line adds the free space where it is low
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, (10 << 30) - 300_000_000, 300_000_000))
+    with pytest.raises(JobFailed, match=r"killed by signal\); its disk has only 300 MB free; see"):
+        stages.pretrain(cfg, tmp_path / "data", "proxy2", 1, 0, log)

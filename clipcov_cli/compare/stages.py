@@ -100,7 +100,9 @@ def _low_disk(folder: Path) -> str:
     'unexpected pos', not ENOSPC)."""
     import shutil
 
-    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    while not folder.exists() and folder != folder.parent:  # the run failed before its folder was made
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
     return f"; its disk has only {free / 1e6:.0f} MB free" if free < (1 << 30) else ""
 
 
