@@ -53,8 +53,10 @@ def write_synthetic(root: Path, n: int, d: int = 512, k: int = 1000, part_rows: 
     image v = unit(z_c + noise), caption t = unit(z_c + noise), noise of norm ~``noise``; "clip": see
     ``_pairs_clip``. Written once; reused if complete."""
     root = Path(root)
-    if (root / "clipcov.json").exists() and json.loads((root / "clipcov.json").read_text()).get("rows") == n:
-        return root
+    if (root / "clipcov.json").exists():
+        done = json.loads((root / "clipcov.json").read_text())
+        if done.get("rows") == n and len(done.get("parts", ())) == -(-n // part_rows):
+            return root
     rng = np.random.default_rng(seed)
     Z = rng.normal(size=(k, d)).astype(np.float32)
     Z /= np.linalg.norm(Z, axis=1, keepdims=True)

@@ -18,7 +18,7 @@ Regimes: ``norm1``, ``norm2``, ``norm3`` (rows = unit(centre + noise of that nor
 regime's run starts with an empty numba cache (``NUMBA_CACHE_DIR`` a fresh folder: the first run after
 ``pip install``, compile time counted), then runs again with the cache it filled.
 
-    python benchmarks/select_scale.py --n 2800000          # CC3M size, every regime
+    python benchmarks/select_scale.py --n 2800000          # CC3M size, every regime, then the reference at 300k
     python benchmarks/select_scale.py --n 12000000 --regimes clip --skip-reference   # CC12M (~25 GB of disk)
 
 Set CLIPCOV_SELECT_PROFILE=1 to see clipcov's phases (read, units, merge) and kernel counters.
@@ -146,12 +146,14 @@ def mem_available() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
 
 
-def compare_reference(workdir: Path, n: int, fraction: float, workers: int) -> None:
+def compare_reference(workdir: Path, n: int, fraction: float, workers: int, regime: str = "norm1",
+                      keep_data: bool = False) -> None:
     from clipcov_cli.select.base import EmbeddingSet
     from clipcov_cli.select.methods import make_selector
     from clipcov_cli.select.reader import open_embeddings
 
-    root = write_synthetic(workdir / f"ref_{n}", n, part_rows=n)
+    root = write_synthetic(workdir / f"ref_{regime}_{n}", n, part_rows=n, **REGIMES[regime])
+    print(f"reference comparison, regime {regime}:")
     floor_pass(root)
     floor = floor_pass(root)
     wall, rss, _ = clipcov_child(root, f"{fraction:.0%}", workdir / f"subset_ref_{n}", workers)
@@ -185,14 +187,19 @@ def compare_reference(workdir: Path, n: int, fraction: float, workers: int) -> N
     same = len(np.intersect1d(a.indices, b.indices))
     print(f"mean-identity r vs exact thresholded r: max |r difference| {np.nanmax(np.abs(a.all_scores - b.all_scores)):.2e}; "
           f"{same / budget:.2%} of the selected rows in common")
+    if not keep_data:
+        del emb, mem, V, T
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(workdir / f"subset_ref_{n}", ignore_errors=True)
 
 
 def run_regime(args, name: str, cold: bool) -> list[tuple]:
     """One regime: its data, its floor, clipcov select (first with an empty numba cache if ``cold``).
     Returns table rows (regime, run, seconds, floor, ratio, RSS, load)."""
     t0 = time.perf_counter()
-    root = in_child(write_synthetic, args.workdir / f"{name}_{args.n}", args.n, **REGIMES[name])
-    print(f"[{name}] synthetic data: {args.n:,} pairs, d=512, 1000 classes ({time.perf_counter() - t0:.0f} s to make or reuse)")
+    root = in_child(write_synthetic, args.workdir / f"{name}_{args.n}", args.n, part_rows=args.part_rows, **REGIMES[name])
+    print(f"[{name}] synthetic data: {args.n:,} pairs, d=512, 1000 classes, {-(-args.n // args.part_rows)} parts of up to "
+          f"{args.part_rows:,} rows ({time.perf_counter() - t0:.0f} s to make or reuse)")
     first = in_child(floor_pass, root)
     floor = in_child(floor_pass, root)  # the page cache as clipcov's run finds it (the first pass may read from disk)
     print(f"[{name}] floor: one sequential pass summing all embeddings: {floor:.1f} s (first pass {first:.1f} s)")
@@ -250,7 +257,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2_800_000)
     ap.add_argument("--fraction", default="10%")
-    ap.add_argument("--ref-n", type=int, default=100_000)
+    ap.add_argument("--part-rows", type=int, default=1_000_000, help="rows per embeddings part (the scale runs)")
+    ap.add_argument("--ref-n", type=int, default=300_000, help="pairs of the reference comparison (its matrices must "
+                    "fit in memory: 300k needs about 14 GB)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "clipcov-bench" / "select_scale")
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)}")
@@ -262,6 +271,7 @@ def main() -> None:
     ap.add_argument("--keep-data", action="store_true", help="keep each regime's data (default: delete after its run)")
     ap.add_argument("--skip-scale", action="store_true", help="only the reference comparison")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--ref-regimes", default="norm1,clip", help="regimes of the reference comparison")
     args = ap.parse_args()
     import platform
 
@@ -276,7 +286,9 @@ def main() -> None:
         rows = [run_regime(args, name, cold=(i == 0 and not args.skip_cold)) for i, name in enumerate(args.regimes.split(","))]
         print_table(rows, args)
     if not args.skip_reference:
-        compare_reference(args.workdir, args.ref_n, float(args.fraction.rstrip("%")) / 100, args.workers)
+        for regime in args.ref_regimes.split(","):
+            compare_reference(args.workdir, args.ref_n, float(args.fraction.rstrip("%")) / 100, args.workers, regime,
+                              args.keep_data)
 
 
 if __name__ == "__main__":
