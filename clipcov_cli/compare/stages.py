@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from clipcov_cli.compare.config import HEADLINE, CompareConfig, Variant
 from clipcov_cli.errors import ClipcovError, JobFailed, first_line
 from clipcov_cli.utils.atomic import write_json
+from clipcov_cli.utils.disk import low_space_note
 
 
 def clipcov_cli(*args: str | Path, log: Path) -> None:
@@ -41,16 +42,11 @@ def logged_to(log: Path, command: str) -> Iterator[None]:
             yield
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted(run_dir.rglob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    return ckpts[-1] if ckpts else None
-
-
 def pretrain(cfg: CompareConfig, data: Path, name: str, epochs: int, seed: int, log: Path,
              extra_args: tuple[str, ...] = (), model: str | None = None) -> Path:
     """Train (or finish training) one CLIP, in this process (a fresh process would import torch and
     open_clip_train again for each model). ``done.json`` marks a finished run."""
-    from clipcov_cli.pretrain.adapter import drop_training_state
+    from clipcov_cli.pretrain.adapter import checkpoints, drop_training_state
     from clipcov_cli.pretrain.config import PretrainConfig
     from clipcov_cli.pretrain.recipes import get_recipe, Recipe
 
@@ -70,9 +66,10 @@ def pretrain(cfg: CompareConfig, data: Path, name: str, epochs: int, seed: int, 
                f"--batch-size {cfg.batch_size} --workers {cfg.workers} --device {cfg.device}"
                + (f" -- {' '.join(extra_args)}" if extra_args else ""))
     _train(pcfg, name, command, log)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
+    ckpts = checkpoints(run)  # with keep_checkpoints="last": the last epoch's only
+    if not ckpts:
         raise ClipcovError(f"pretrain wrote no checkpoint under {run}; see {log}")
+    ckpt = ckpts[-1]
     write_json(done, {"checkpoint": str(ckpt), "epochs": epochs, "seed": seed, "data": str(data),
                       "extra_args": list(extra_args)})
     drop_training_state(ckpt)  # after done.json: a run interrupted before it resumes from the full state
@@ -91,19 +88,9 @@ def _train(pcfg, name: str, command: str, log: Path) -> None:
             import traceback
 
             traceback.print_exc()  # into the log (stderr is redirected there)
+            # torch.save on a full disk fails with "unexpected pos", not ENOSPC: say where space is low
             raise JobFailed(f"stage failed: pretrain {name} ({type(exc).__name__}: {first_line(exc, 200)})"
-                            f"{_low_disk(pcfg.out)}; see {log}") from None
-
-
-def _low_disk(folder: Path) -> str:
-    """A hint for the failure message where the disk is nearly full (torch.save then fails with
-    'unexpected pos', not ENOSPC)."""
-    import shutil
-
-    while not folder.exists() and folder != folder.parent:  # the run failed before its folder was made
-        folder = folder.parent
-    free = shutil.disk_usage(folder).free
-    return f"; its disk has only {free / 1e6:.0f} MB free" if free < (1 << 30) else ""
+                            f"{low_space_note(pcfg.out)}; see {log}") from None
 
 
 def embeddings_for(cfg: CompareConfig, variant: Variant) -> Path:

@@ -190,6 +190,9 @@ def _train(argv: list[str], resume: Path | None) -> int:
     return 0 if result is None else int(result)
 
 
+WEIGHTS_KEYS = ("epoch", "name", "state_dict")  # what a finished compare/demo run's checkpoint keeps
+
+
 def drop_training_state(checkpoint: Path) -> None:
     """Rewrite a finished run's checkpoint with its weights only (``epoch``, ``name``, ``state_dict``;
     no optimizer or scaler state: about a third of the size), atomically. Such a checkpoint evaluates
@@ -199,10 +202,10 @@ def drop_training_state(checkpoint: Path) -> None:
     from clipcov_cli.utils.atomic import atomic_path
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or set(ckpt) <= {"epoch", "name", "state_dict"}:
+    if not isinstance(ckpt, dict) or set(ckpt) <= set(WEIGHTS_KEYS):
         return
     with atomic_path(checkpoint) as tmp:
-        torch.save({k: ckpt[k] for k in ("epoch", "name", "state_dict") if k in ckpt}, tmp)
+        torch.save({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, tmp)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

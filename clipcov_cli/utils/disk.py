@@ -32,3 +32,14 @@ def out_of_space(exc: OSError, directory: str | Path, what: str) -> ClipcovError
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ClipcovError(f"the disk filled up while writing {what} in {directory}; {_advice(Path(directory))}")
     return None
+
+
+def low_space_note(path: str | Path, below: int = 1 << 30) -> str:
+    """A hint to append to an error line, for failures that do not say ENOSPC: '; its disk has only
+    N MB free' where the disk holding ``path`` (or its nearest existing folder) has less than
+    ``below`` bytes free, else ''."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    return f"; its disk has only {free / 1e6:.0f} MB free" if free < below else ""
